@@ -1,0 +1,32 @@
+"""marginlab: measure, verify and accelerate margin maximization in homogeneous networks.
+
+``import marginlab as ml`` exposes the nouns a user needs; the modules hold the rest.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("marginlab")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+local"
+
+from marginlab import data, homogeneity, losses, margins, models
+from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
+from marginlab.homogeneity import HomogeneityReport
+from marginlab.margins import MarginStats, measure, per_sample
+
+__all__ = [
+    "HomogeneityReport",
+    "MarginStats",
+    "MarginlabError",
+    "NotHomogeneousError",
+    "NotSeparatedError",
+    "__version__",
+    "data",
+    "homogeneity",
+    "losses",
+    "margins",
+    "measure",
+    "models",
+    "per_sample",
+]

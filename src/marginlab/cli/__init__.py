@@ -1,0 +1,69 @@
+"""The ``marginlab`` command: one console script with a subcommand per module in this package.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Errors a user can cause (:class:`marginlab.errors.MarginlabError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from marginlab.errors import MarginlabError
+
+__all__ = ["main"]
+
+
+def _commands():
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="marginlab",
+        description="Measure, verify and accelerate margin maximization in homogeneous networks.",
+    )
+    from marginlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"marginlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for mod in _commands():
+        desc = getattr(mod, "DESCRIPTION", mod.HELP)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=desc)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except MarginlabError as exc:
+        print(f"marginlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"marginlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

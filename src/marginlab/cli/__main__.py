@@ -1,0 +1,5 @@
+import sys
+
+from marginlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""``marginlab homogeneity --model NAME``: is a zoo model homogeneous, and of which order."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "homogeneity"
+HELP = "check numerically whether a zoo model (or a checkpoint) is homogeneous"
+ORDER = 11
+
+# Example input shapes per zoo model (one sample).
+INPUT_SHAPES = {"mnist_cnn": (1, 28, 28), "vgg16": (3, 32, 32), "wrn16": (3, 32, 32)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="zoo model: mnist_cnn, vgg16, mlp, two_layer, wrn16")
+    src.add_argument("--checkpoint", help="a .safetensors checkpoint of a zoo model")
+    p.add_argument("--bias", choices=("none", "first", "all"), default="none")
+    p.add_argument("--in-dim", type=int, default=784, help="input size for mlp/two_layer")
+    p.add_argument("--widths", default="100,100", help="hidden widths for mlp, comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from marginlab import homogeneity, models
+    from marginlab.errors import MarginlabError
+
+    if args.checkpoint:
+        model = models.load(args.checkpoint)
+        name = model.marginlab_spec["name"]
+        kwargs = model.marginlab_spec["kwargs"]
+    else:
+        name, kwargs = args.model, {"bias": args.bias, "seed": args.seed}
+        if name == "mlp":
+            try:
+                widths = [int(w) for w in args.widths.split(",") if w]
+            except ValueError:
+                raise MarginlabError(f"--widths must be integers, got {args.widths!r}") from None
+            kwargs.update(in_dim=args.in_dim, widths=widths)
+        elif name == "two_layer":
+            kwargs.update(d=args.in_dim, m=int(args.widths.split(",")[0]))
+        elif name == "wrn16":
+            kwargs.pop("bias")
+        model = models.build(name, **kwargs)
+    if name in INPUT_SHAPES:
+        shape = INPUT_SHAPES[name]
+    else:
+        shape = (kwargs.get("in_dim") or kwargs.get("d"),)
+    x = torch.rand((8, *shape), generator=torch.Generator().manual_seed(1))
+    report = homogeneity.check(model, x)
+    if args.json:
+        print(json.dumps({"order": report.order, "is_homogeneous": report.is_homogeneous,
+                          "is_multi_homogeneous": report.is_multi_homogeneous,
+                          "layer_orders": report.layer_orders,
+                          "max_residual": report.max_residual}, indent=2))
+    else:
+        print(f"{name}: " + report.summary())
+    return 0

@@ -1,0 +1,115 @@
+"""Registry of the papers' experiments: one entry per figure or table, with its scales.
+
+Each module in this package registers its experiments with :func:`register`; the ``reproduce``
+command and the sweep runner look them up with :func:`get`. An experiment has a ``paper`` scale
+(the paper's settings, for GPU users with the full data) and a ``cpu`` scale (the same procedure
+at a size that finishes in minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marginlab.errors import MarginlabError
+
+__all__ = ["Experiment", "RunRequest", "all_experiments", "get", "register"]
+
+SCALES = ("cpu", "paper")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked of one experiment run.
+
+    Attributes:
+        scale: ``cpu`` or ``paper``.
+        out: output directory (runs, plots, report).
+        device: torch device string, e.g. ``cpu`` or ``cuda``.
+        root: directory holding the full data sets (``paper`` scale), if any.
+        seed: base seed.
+        overwrite: replace an existing output directory holding a different run.
+        resume: continue an interrupted run in ``out``.
+        settings: the scale's settings merged with the user's overrides.
+    """
+
+    scale: str
+    out: Path
+    device: str = "cpu"
+    root: Path | None = None
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    Attributes:
+        id: name used on the command line, e.g. ``lyu-li-mnist``.
+        title: one line.
+        reference: the paper figure/table it reproduces.
+        scales: scale name -> settings (plain JSON-able values).
+        run: callable taking a :class:`RunRequest`; returns the path of its report.
+    """
+
+    id: str
+    title: str
+    reference: str
+    scales: Mapping[str, Mapping[str, Any]]
+    run: Callable[[RunRequest], Path]
+
+    def request(self, scale: str, out: Path, overrides: Mapping[str, Any] | None = None,
+                **kwargs) -> RunRequest:
+        """Build a :class:`RunRequest` for ``scale``, validating the override keys."""
+        if scale not in self.scales:
+            raise MarginlabError(
+                f"experiment {self.id} has no scale {scale!r}; expected {', '.join(self.scales)}"
+            )
+        settings = dict(self.scales[scale])
+        for key, value in (overrides or {}).items():
+            if key not in settings:
+                raise MarginlabError(
+                    f"unknown setting {key!r} for {self.id}; known: {', '.join(sorted(settings))}"
+                )
+            settings[key] = type(settings[key])(value) if settings[key] is not None else value
+        return RunRequest(scale=scale, out=Path(out), settings=settings, **kwargs)
+
+
+_REGISTRY: dict[str, Experiment] = {}
+_LOADED = False
+
+
+def register(experiment: Experiment) -> Experiment:
+    if experiment.id in _REGISTRY:
+        raise RuntimeError(f"experiment {experiment.id} registered twice")
+    _REGISTRY[experiment.id] = experiment
+    return experiment
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _LOADED = True
+
+
+def all_experiments() -> dict[str, Experiment]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(experiment_id: str) -> Experiment:
+    _load_all()
+    if experiment_id not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise MarginlabError(f"unknown experiment {experiment_id!r}; known: {known}")
+    return _REGISTRY[experiment_id]

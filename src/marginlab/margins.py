@@ -1,0 +1,253 @@
+"""Margins, normalized margins and smoothed normalized margins (DESIGN.md §2).
+
+Binary (one output, y ∈ {±1} or {0, 1}): q_n = y_n Φ(θ; x_n).
+Multi-class (C ≥ 2 outputs, y ∈ [C]): q_n = Φ_{y_n} − max_{j≠y_n} Φ_j.
+Normalized margin γ = q_min / ρ^L (Lyu & Li, Eq. (3)); multi-homogeneous γ_multi =
+q_min / Π‖w_i‖^{k_i} (Appendix K.1); smoothed γ̃ = ℓ^{-1}(L) / ρ^L (Def. A.3, G.1), with the
+logistic inverse for cross-entropy. Everything is evaluated in float64 and in batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from marginlab import homogeneity
+from marginlab.errors import MarginlabError, NotHomogeneousError
+from marginlab.losses import Loss, get_loss, log_sum, multiclass_soft_margin
+
+__all__ = ["MarginStats", "Outputs", "measure", "model_outputs", "per_sample", "validate_data"]
+
+Convention = Literal["homogeneous", "paper_with_bias"]
+LOG10_E = 1.0 / math.log(10.0)
+
+
+@dataclass(frozen=True)
+class MarginStats:
+    """Margin statistics of a model on a data set.
+
+    Attributes:
+        q_min: smallest margin min_n q_n (unnormalized).
+        rho: ‖θ‖₂ over the parameters that enter the norm (all, or the groups' under
+            the ``paper_with_bias`` convention).
+        norm_product: Π_i ‖w_i‖₂^{k_i} over the parameter groups.
+        order: homogeneity order L.
+        normalized_margin: q_min / ρ^L.
+        normalized_margin_multi: q_min / Π‖w_i‖^{k_i}.
+        smoothed_margin: ℓ^{-1}(L) / ρ^L.
+        smoothed_margin_multi: ℓ^{-1}(L) / Π‖w_i‖^{k_i}.
+        log_loss_sum: natural log of L = Σ_n ℓ(q_n).
+        log10_loss_mean: log10 of L / N.
+        train_acc: fraction of samples with q_n > 0 (on whatever set was measured).
+        n: number of samples.
+    """
+
+    q_min: float
+    rho: float
+    norm_product: float
+    order: float
+    normalized_margin: float
+    normalized_margin_multi: float
+    smoothed_margin: float
+    smoothed_margin_multi: float
+    log_loss_sum: float
+    log10_loss_mean: float
+    train_acc: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Per-sample float64 quantities of one pass over a data set (shape (N,) each).
+
+    Attributes:
+        q: margins q_n.
+        log_loss: log ℓ(q_n) (binary) or log ℓ(q̃_n) (multi-class).
+    """
+
+    q: Tensor
+    log_loss: Tensor
+
+
+def validate_data(X: Tensor, y: Tensor) -> None:
+    """Reject data no model should see: empty, NaN/inf inputs, mismatched or non-integer labels."""
+    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
+        raise MarginlabError("inputs and labels must be torch tensors")
+    if X.shape[0] == 0:
+        raise MarginlabError("the data set is empty")
+    if y.dim() != 1:
+        raise MarginlabError(f"labels must be a 1-D tensor, got shape {tuple(y.shape)}")
+    if X.shape[0] != y.shape[0]:
+        raise MarginlabError(f"{X.shape[0]} inputs but {y.shape[0]} labels")
+    if X.is_floating_point() and not torch.isfinite(X).all():
+        bad = (~torch.isfinite(X.reshape(X.shape[0], -1))).any(1).nonzero()[:, 0]
+        raise MarginlabError(
+            f"inputs contain NaN or inf ({bad.numel()} samples, first at index {bad[0].item()})"
+        )
+    if y.is_floating_point():
+        if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+            raise MarginlabError("labels must be integers")
+
+
+def _binary_labels(y: Tensor) -> Tensor:
+    """Map y ∈ {0,1} or {−1,+1} to ±1 (float64)."""
+    values = set(torch.unique(y).tolist())
+    if values <= {-1, 1}:
+        return y.to(torch.float64)
+    if values <= {0, 1}:
+        return 2.0 * y.to(torch.float64) - 1.0
+    raise MarginlabError(
+        f"a model with one output needs labels in {{-1, +1}} or {{0, 1}}, got {sorted(values)[:5]}"
+    )
+
+
+def model_outputs(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    loss: str | Loss = "cross_entropy",
+    *,
+    batch_size: int = 1000,
+) -> Outputs:
+    """Margins and log-losses per sample, in batches and without gradients.
+
+    Raises:
+        MarginlabError: on invalid data, labels out of range, or an output shape that does not
+            fit the labels.
+    """
+    validate_data(X, y)
+    loss_fn = get_loss(loss)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    dtype = next(iter(model.parameters()), torch.empty(0, dtype=torch.float32)).dtype
+    qs, lls = [], []
+    binary_y = None
+    with torch.no_grad():
+        for start in range(0, X.shape[0], batch_size):
+            xb = X[start : start + batch_size].to(device=device, dtype=dtype)
+            yb = y[start : start + batch_size].to(device)
+            out = model(xb)
+            if out.shape[0] != xb.shape[0]:
+                raise MarginlabError(
+                    f"the model returned {out.shape[0]} outputs for {xb.shape[0]} inputs"
+                )
+            out = out.reshape(out.shape[0], -1).to(torch.float64)
+            if out.shape[1] == 1:
+                if binary_y is None:
+                    binary_y = _binary_labels(y)
+                q = binary_y[start : start + batch_size].to(device) * out[:, 0]
+                q_soft = q
+            else:
+                yi = yb.long()
+                if yi.min() < 0 or yi.max() >= out.shape[1]:
+                    raise MarginlabError(
+                        f"labels must be in [0, {out.shape[1] - 1}] for a model with "
+                        f"{out.shape[1]} outputs, got range [{int(y.min())}, {int(y.max())}]"
+                    )
+                z_y = out.gather(1, yi.view(-1, 1))[:, 0]
+                others = out.scatter(1, yi.view(-1, 1), -math.inf)
+                q = z_y - others.max(1).values
+                q_soft = multiclass_soft_margin(out, yi)
+            if not torch.isfinite(out).all():
+                raise MarginlabError("the model's outputs are not finite")
+            qs.append(q.cpu())
+            lls.append(loss_fn.log_loss(q_soft).cpu())
+    return Outputs(q=torch.cat(qs), log_loss=torch.cat(lls))
+
+
+def per_sample(
+    model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 1000
+) -> Tensor:
+    """Margins q_n (float64, shape (N,)): y_n Φ(x_n) for one output, Φ_y − max_{j≠y} Φ_j else."""
+    return model_outputs(model, X, y, batch_size=batch_size).q
+
+
+def _group_norm(named: dict[str, Tensor], members) -> float:
+    return math.sqrt(sum(float(named[m].detach().double().pow(2).sum()) for m in members))
+
+
+def measure(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    loss: str | Loss = "cross_entropy",
+    groups: homogeneity.ParameterGroups | None = None,
+    *,
+    batch_size: int = 1000,
+    convention: Convention = "homogeneous",
+) -> MarginStats:
+    """Margin statistics of ``model`` on (X, y) (DESIGN.md §2).
+
+    Args:
+        model: a homogeneous network (checked once per model, see :mod:`marginlab.homogeneity`).
+        X: inputs (N, ...). y: labels (N,).
+        loss: ``cross_entropy``, ``logistic``, ``exponential`` or an ExpTailLoss.
+        groups: parameter groups for the multi-homogeneous margin; default one per layer.
+        batch_size: samples per forward pass.
+        convention: ``homogeneous`` (refuses non-homogeneous models), or ``paper_with_bias``:
+            Lyu & Li's convention for models with biases (Appendix K.1) — order = number of
+            groups, each of degree 1, and every norm over the groups' parameters only (biases
+            past the first layer left out).
+
+    Returns:
+        A :class:`MarginStats`.
+
+    Raises:
+        NotHomogeneousError: the model is not homogeneous and ``convention`` is ``homogeneous``.
+        MarginlabError: invalid data or labels.
+    """
+    validate_data(X, y)
+    out = model_outputs(model, X, y, loss, batch_size=batch_size)
+    named = dict(model.named_parameters())
+    if convention == "paper_with_bias":
+        group_map = {k: tuple(v) for k, v in (groups or homogeneity.default_groups(model)).items()}
+        if not group_map:
+            raise MarginlabError("the model has no Linear/Conv layers to form parameter groups")
+        order = float(len(group_map))
+        degrees = dict.fromkeys(group_map, 1.0)
+        rho = math.sqrt(sum(_group_norm(named, m) ** 2 for m in group_map.values()))
+    elif convention == "homogeneous":
+        report = homogeneity.cached_check(model, X[:8], groups)
+        if not report.is_homogeneous:
+            raise NotHomogeneousError(
+                "the model is not homogeneous in its parameters (residual "
+                f"{report.max_residual:.1e}); normalized margins are undefined — remove the "
+                "biases past the first layer, or ask for convention='paper_with_bias'"
+            )
+        order = report.order
+        group_map = report.groups
+        degrees = {k: (v if v is not None else math.nan) for k, v in report.layer_orders.items()}
+        rho = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in named.values()))
+    else:
+        raise MarginlabError(f"unknown convention {convention!r}")
+    log_norm_product = sum(
+        degrees[g] * math.log(max(_group_norm(named, m), 1e-300)) for g, m in group_map.items()
+    )
+    log_loss_sum = float(log_sum(out.log_loss))
+    q_min = float(out.q.min())
+    inv = get_loss(loss).inverse(log_loss_sum)
+    log_rho_l = order * math.log(max(rho, 1e-300))
+    return MarginStats(
+        q_min=q_min,
+        rho=rho,
+        norm_product=_safe_exp(log_norm_product),
+        order=order,
+        normalized_margin=q_min * _safe_exp(-log_rho_l),
+        normalized_margin_multi=q_min * _safe_exp(-log_norm_product),
+        smoothed_margin=inv * _safe_exp(-log_rho_l),
+        smoothed_margin_multi=inv * _safe_exp(-log_norm_product),
+        log_loss_sum=log_loss_sum,
+        log10_loss_mean=(log_loss_sum - math.log(X.shape[0])) * LOG10_E,
+        train_acc=float((out.q > 0).double().mean()),
+        n=int(X.shape[0]),
+    )
+
+
+def _safe_exp(x: float) -> float:
+    return math.exp(min(x, 709.0)) if math.isfinite(x) else (math.inf if x > 0 else 0.0)
