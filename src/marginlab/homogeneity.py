@@ -194,7 +194,7 @@ def check(
         for gname, members in group_map.items():
             group_fits[gname].append(_fit(probe, x, [named[m] for m in members], base, tol))
     order = orders[0]
-    residual = max(residuals + [abs(orders[1] - orders[0]) / max(abs(order), 1e-12)])
+    residual = max([*residuals, abs(orders[1] - orders[0]) / max(abs(order), 1e-12)])
     layer_orders: dict[str, float | None] = {}
     group_residuals: dict[str, float] = {}
     for gname, fits in group_fits.items():

@@ -20,7 +20,8 @@ from marginlab import homogeneity
 from marginlab.errors import MarginlabError, NotHomogeneousError
 from marginlab.losses import Loss, get_loss, log_sum, multiclass_soft_margin
 
-__all__ = ["MarginStats", "Outputs", "measure", "model_outputs", "per_sample", "validate_data"]
+__all__ = ["MarginStats", "NonFiniteOutputError", "Outputs", "measure", "model_outputs",
+           "per_sample", "validate_data"]
 
 Convention = Literal["homogeneous", "paper_with_bias"]
 LOG10_E = 1.0 / math.log(10.0)
@@ -76,10 +77,16 @@ class Outputs:
     log_loss: Tensor
 
 
+class NonFiniteOutputError(MarginlabError):
+    """The model produced NaN or inf outputs (e.g. float32 overflow of huge logits)."""
+
+
 def validate_data(X: Tensor, y: Tensor) -> None:
     """Reject data no model should see: empty, NaN/inf inputs, mismatched or non-integer labels."""
     if not isinstance(X, Tensor) or not isinstance(y, Tensor):
         raise MarginlabError("inputs and labels must be torch tensors")
+    if X.dim() == 0:
+        raise MarginlabError("inputs must have a leading sample dimension, got a scalar")
     if X.shape[0] == 0:
         raise MarginlabError("the data set is empty")
     if y.dim() != 1:
@@ -115,14 +122,22 @@ def model_outputs(
     loss: str | Loss = "cross_entropy",
     *,
     batch_size: int = 1000,
+    check_inputs: bool = True,
 ) -> Outputs:
     """Margins and log-losses per sample, in batches and without gradients.
+
+    ``check_inputs=False`` skips :func:`validate_data` for data already validated (the trainer
+    checks its data once, not every epoch).
 
     Raises:
         MarginlabError: on invalid data, labels out of range, or an output shape that does not
             fit the labels.
+        NonFiniteOutputError: the model's outputs are NaN or inf.
     """
-    validate_data(X, y)
+    if check_inputs:
+        validate_data(X, y)
+    if batch_size < 1:
+        raise MarginlabError(f"batch_size must be a positive integer, got {batch_size}")
     loss_fn = get_loss(loss)
     device = next(iter(model.parameters()), torch.empty(0)).device
     dtype = next(iter(model.parameters()), torch.empty(0, dtype=torch.float32)).dtype
@@ -132,7 +147,16 @@ def model_outputs(
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size].to(device=device, dtype=dtype)
             yb = y[start : start + batch_size].to(device)
-            out = model(xb)
+            try:
+                out = model(xb)
+            except torch.cuda.OutOfMemoryError:  # (an alias of torch.OutOfMemoryError)
+                raise
+            except RuntimeError as exc:  # typically inputs of a shape the model cannot take
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise MarginlabError(
+                    f"the model cannot be applied to inputs of shape {tuple(xb.shape[1:])}: "
+                    f"{first}"
+                ) from None
             if out.shape[0] != xb.shape[0]:
                 raise MarginlabError(
                     f"the model returned {out.shape[0]} outputs for {xb.shape[0]} inputs"
@@ -155,7 +179,7 @@ def model_outputs(
                 q = z_y - others.max(1).values
                 q_soft = multiclass_soft_margin(out, yi)
             if not torch.isfinite(out).all():
-                raise MarginlabError("the model's outputs are not finite")
+                raise NonFiniteOutputError("the model's outputs are not finite (overflow?)")
             qs.append(q.cpu())
             lls.append(loss_fn.log_loss(q_soft).cpu())
     return Outputs(q=torch.cat(qs), log_loss=torch.cat(lls))
@@ -181,6 +205,7 @@ def measure(
     *,
     batch_size: int = 1000,
     convention: Convention = "homogeneous",
+    check_inputs: bool = True,
 ) -> MarginStats:
     """Margin statistics of ``model`` on (X, y) (DESIGN.md §2).
 
@@ -194,6 +219,7 @@ def measure(
             Lyu & Li's convention for models with biases (Appendix K.1) — order = number of
             groups, each of degree 1, and every norm over the groups' parameters only (biases
             past the first layer left out).
+        check_inputs: validate X and y (skip only for data validated before).
 
     Returns:
         A :class:`MarginStats`.
@@ -202,8 +228,7 @@ def measure(
         NotHomogeneousError: the model is not homogeneous and ``convention`` is ``homogeneous``.
         MarginlabError: invalid data or labels.
     """
-    validate_data(X, y)
-    out = model_outputs(model, X, y, loss, batch_size=batch_size)
+    out = model_outputs(model, X, y, loss, batch_size=batch_size, check_inputs=check_inputs)
     named = dict(model.named_parameters())
     if convention == "paper_with_bias":
         group_map = {k: tuple(v) for k, v in (groups or homogeneity.default_groups(model)).items()}

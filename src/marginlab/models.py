@@ -80,25 +80,31 @@ def _layer_bias(bias: str, index: int) -> bool:
 
 @_registered
 def mnist_cnn(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 1,
-              seed: int = 0) -> nn.Module:
+              width: float = 1.0, seed: int = 0) -> nn.Module:
     """The MNIST-challenge CNN of Lyu & Li, Appendix K: conv32 5×5 – maxpool – conv64 3×3 –
     maxpool – fc1024 – fc10, "same" padding, for 28×28 inputs. Homogeneous of order 4 unless
-    ``bias="all"``."""
+    ``bias="all"``. ``width`` scales every hidden layer (1.0 is the paper's network; smaller
+    widths give the same architecture at CPU cost)."""
     _check_bias(bias)
+    if not width > 0:
+        raise MarginlabError(f"width must be positive, got {width}")
+    c1, c2, h = (max(1, round(k * width)) for k in (32, 64, 1024))
     model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(in_channels, 32, 5, padding=2, bias=_layer_bias(bias, 0)))
+    model.add_module("conv1", nn.Conv2d(in_channels, c1, 5, padding=2, bias=_layer_bias(bias, 0)))
     model.add_module("relu1", nn.ReLU())
     model.add_module("pool1", nn.MaxPool2d(2))
-    model.add_module("conv2", nn.Conv2d(32, 64, 3, padding=1, bias=_layer_bias(bias, 1)))
+    model.add_module("conv2", nn.Conv2d(c1, c2, 3, padding=1, bias=_layer_bias(bias, 1)))
     model.add_module("relu2", nn.ReLU())
     model.add_module("pool2", nn.MaxPool2d(2))
     model.add_module("flatten", nn.Flatten())
-    model.add_module("fc1", nn.Linear(64 * 7 * 7, 1024, bias=_layer_bias(bias, 2)))
+    model.add_module("fc1", nn.Linear(c2 * 7 * 7, h, bias=_layer_bias(bias, 2)))
     model.add_module("relu3", nn.ReLU())
-    model.add_module("fc2", nn.Linear(1024, num_classes, bias=_layer_bias(bias, 3)))
+    model.add_module("fc2", nn.Linear(h, num_classes, bias=_layer_bias(bias, 3)))
     _init(model, seed)
-    return _tag(model, "mnist_cnn", bias=bias, num_classes=num_classes,
-                in_channels=in_channels, seed=seed)
+    spec = {"bias": bias, "num_classes": num_classes, "in_channels": in_channels, "seed": seed}
+    if width != 1.0:
+        spec["width"] = width
+    return _tag(model, "mnist_cnn", **spec)
 
 
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -268,7 +274,10 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
             raise MarginlabError(
                 f"{path} holds weights of a model outside the zoo; pass the module to load into"
             )
-        spec = json.loads(meta["spec"])
+        spec = _json_metadata(meta, "spec", path)
+        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+                and isinstance(spec.get("kwargs"), dict)):
+            raise MarginlabError(f"{path}: the model spec in its metadata is malformed")
         model = build(spec["name"], **spec["kwargs"])
     load_state(model, tensors, source=str(path))
     return model
@@ -299,5 +308,12 @@ def metadata(path: str | os.PathLike) -> dict:
     out: dict = {}
     for key in ("spec", "extra"):
         if key in meta:
-            out[key] = json.loads(meta[key])
+            out[key] = _json_metadata(meta, key, Path(path))
     return out
+
+
+def _json_metadata(meta: dict[str, str], key: str, path: Path):
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise MarginlabError(f"{path}: metadata field {key!r} is not valid JSON") from None

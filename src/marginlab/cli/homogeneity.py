@@ -36,19 +36,23 @@ def run(args: argparse.Namespace) -> int:
         kwargs = model.marginlab_spec["kwargs"]
     else:
         name, kwargs = args.model, {"bias": args.bias, "seed": args.seed}
-        if name == "mlp":
+        if name in ("mlp", "two_layer"):
             try:
-                widths = [int(w) for w in args.widths.split(",") if w]
+                widths = [int(w) for w in args.widths.split(",") if w.strip()]
             except ValueError:
                 raise MarginlabError(f"--widths must be integers, got {args.widths!r}") from None
-            kwargs.update(in_dim=args.in_dim, widths=widths)
-        elif name == "two_layer":
-            kwargs.update(d=args.in_dim, m=int(args.widths.split(",")[0]))
+            if name == "mlp":
+                kwargs.update(in_dim=args.in_dim, widths=widths)
+            elif len(widths) != 1:
+                raise MarginlabError(f"two_layer needs one --widths value, got {args.widths!r}")
+            else:
+                kwargs.update(d=args.in_dim, m=widths[0])
         elif name == "wrn16":
             kwargs.pop("bias")
         model = models.build(name, **kwargs)
     if name in INPUT_SHAPES:
         shape = INPUT_SHAPES[name]
+        shape = (kwargs.get("in_channels", shape[0]), *shape[1:])
     else:
         shape = (kwargs.get("in_dim") or kwargs.get("d"),)
     x = torch.rand((8, *shape), generator=torch.Generator().manual_seed(1))

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from marginlab import data, margins, models
+    from marginlab.storage import to_jsonable
 
     model = models.load(args.checkpoint).eval()
     kw = {"n_train": args.n} if args.split == "train" else {"n_test": args.n}
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     X, y = split.train if args.split == "train" else split.test
     stats = margins.measure(model, X, y, loss=args.loss, convention=args.convention)
     if args.json:
-        print(json.dumps(stats.as_dict(), indent=2))
+        print(json.dumps(to_jsonable(stats.as_dict()), indent=2))  # inf/NaN as strings
     else:
         for key, value in stats.as_dict().items():
             print(f"{key:24s} {value:.6g}" if isinstance(value, float) else f"{key:24s} {value}")

@@ -1,0 +1,276 @@
+"""Full MNIST and CIFAR-10 read from their standard distribution files; nothing is downloaded.
+
+MNIST: the four IDX files (LeCun et al.), gzipped or not. An IDX file is a big-endian header —
+magic number 0x00000803 (2051, unsigned bytes, 3 dimensions) for images or 0x00000801 (2049,
+1 dimension) for labels, then one uint32 per dimension — followed by the raw bytes.
+
+CIFAR-10: the "python version" batches (``data_batch_1`` … ``data_batch_5``, ``test_batch``), each a
+pickled dict with ``data`` (10000 × 3072 uint8, rows are R, G, B planes of 32 × 32) and ``labels``.
+A pickle can run arbitrary code while it loads, so the batches go through :class:`SafeUnpickler`,
+which builds only dicts, lists, tuples, strings, bytes, numbers and numeric numpy arrays.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from marginlab.data.split import DataSplit, balanced_first
+from marginlab.errors import MarginlabError
+
+__all__ = ["CIFAR10_FILES", "MNIST_FILES", "SafeUnpickler", "cifar10", "mnist", "read_cifar_batch",
+           "read_idx"]
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IDX_IMAGES, IDX_LABELS = 2051, 2049
+CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+
+
+def _root_dir(root: str | Path | None, name: str) -> Path:
+    if root is None:
+        raise MarginlabError(f"data set {name!r} is read from files: give the directory as root")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise MarginlabError(f"{name} root {str(path)!r} is not a directory")
+    return path
+
+
+# --------------------------------------------------------------------------------------- MNIST
+
+
+def _find_mnist_file(dirs: list[Path], base: str) -> Path | None:
+    for d in dirs:
+        for candidate in (base + ".gz", base, base.replace("-idx", ".idx")):
+            if (d / candidate).is_file():
+                return d / candidate
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, OSError, zlib.error) as e:
+        raise MarginlabError(f"{path}: corrupt or truncated file ({e})") from None
+
+
+def read_idx(path: str | Path, magic: int) -> np.ndarray:
+    """Read an unsigned-byte IDX file (images: magic 2051, labels: magic 2049) as a uint8 array
+    of the shape its header declares."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise MarginlabError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        kind = "image" if magic == IDX_IMAGES else "label"
+        raise MarginlabError(f"{path}: wrong magic number {found} (expected {magic} for an IDX "
+                             f"{kind} file)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise MarginlabError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
+    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header != expected:
+        raise MarginlabError(f"{path}: {len(raw) - header} data bytes, but the header declares "
+                             f"shape {shape} = {expected} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
+    bad = np.unique(y[(y < 0) | (y >= num_classes)]).tolist()
+    if bad:
+        raise MarginlabError(f"{where}: labels must be in 0..{num_classes - 1}, found {bad[:5]}")
+
+
+def _finish(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, name: str,
+            n_train: int | None, n_test: int | None) -> DataSplit:
+    """Class-balanced subsets, then uint8 → float32 in [0, 1] (after subsetting, to save memory)."""
+    for part, labels in (("training", y), ("test", yt)):
+        if len(labels) == 0:
+            raise MarginlabError(f"{name}: the {part} set is empty")
+    tr, te = balanced_first(y, n_train, 10), balanced_first(yt, n_test, 10)
+    return DataSplit(torch.from_numpy(X[tr].astype(np.float32) / 255.0),
+                     torch.from_numpy(y[tr].astype(np.int64)),
+                     torch.from_numpy(Xt[te].astype(np.float32) / 255.0),
+                     torch.from_numpy(yt[te].astype(np.int64)), name, 10)
+
+
+def mnist(root: str | Path | None, n_train: int | None = None,
+          n_test: int | None = None) -> DataSplit:
+    """Full MNIST (60000 train, 10000 test) from the four IDX files in ``root`` (or in
+    torchvision's ``root/MNIST/raw``); images (N, 1, H, W) float32 in [0, 1]."""
+    base = _root_dir(root, "mnist")
+    dirs = [base, base / "MNIST" / "raw"]
+    paths = {key: _find_mnist_file(dirs, f) for key, f in MNIST_FILES.items()}
+    missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        expected = ", ".join(f + "[.gz]" for f in MNIST_FILES.values())
+        raise MarginlabError(f"mnist: {base} lacks {', '.join(missing)}; expected {expected}")
+    parts = {}
+    for split in ("train", "test"):
+        images = read_idx(paths[f"{split}_images"], IDX_IMAGES)
+        labels = read_idx(paths[f"{split}_labels"], IDX_LABELS)
+        if len(images) != len(labels):
+            raise MarginlabError(f"mnist {split}: {len(images)} images but {len(labels)} labels")
+        _check_labels(labels, 10, f"{paths[f'{split}_labels']}")
+        parts[split] = images[:, None], labels
+    (X, y), (Xt, yt) = parts["train"], parts["test"]
+    if X.shape[1:] != Xt.shape[1:]:
+        raise MarginlabError(f"mnist: train images {X.shape[2:]} and test images {Xt.shape[2:]} "
+                             "differ in size")
+    return _finish(X, y, Xt, yt, "mnist", n_train, n_test)
+
+
+# ------------------------------------------------------------------------------------ CIFAR-10
+
+
+def _numpy_reconstruct() -> Any:
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy ≥ 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+    """numpy's array constructor for unpickling, limited to plain ndarrays."""
+    if subtype is not np.ndarray:
+        raise MarginlabError(f"refusing to reconstruct an array of type {subtype!r}")
+    return _numpy_reconstruct()(subtype, shape, typecode)
+
+
+def _dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype`` for unpickling: numeric and string dtypes only, never Python objects."""
+    if not isinstance(spec, (str, bytes)):
+        raise MarginlabError(f"refusing to unpickle dtype {spec!r}")
+    dt = np.dtype(spec.decode("latin1") if isinstance(spec, bytes) else spec, bool(align),
+                  bool(copy))
+    if dt.hasobject:
+        raise MarginlabError(f"refusing to unpickle an object dtype {dt}")
+    return dt
+
+
+def _latin1_bytes(text: Any = "", encoding: Any = "latin1") -> bytes:
+    """How Python 3 pickles bytes at protocol < 3: ``_codecs.encode(str, "latin1")``."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise MarginlabError("refusing to unpickle a bytes object not encoded as latin1")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """Python 3 pickles b"" at protocol < 3 as ``bytes()``."""
+    if args:
+        raise MarginlabError("refusing to call bytes() with arguments while unpickling")
+    return b""
+
+
+# Every global a CIFAR batch needs (Python 2 pickles, or protocol-2 pickles written by Python 3
+# with numpy 1 or 2); dicts, lists, tuples, str, int and float need none.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, str, bytes, int, float and numeric
+    numpy arrays; any other global (a class, a function) raises MarginlabError unexecuted."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise MarginlabError(f"refusing to unpickle global {module}.{name}: a data batch "
+                                 "holds only dicts, lists, strings, numbers and arrays") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise MarginlabError("refusing to unpickle a persistent id")
+
+
+def _check_plain(obj: Any, where: Path) -> None:
+    """Reject numpy arrays that hold Python objects, however they were smuggled in."""
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
+        raise MarginlabError(f"{where}: holds an array of Python objects")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_plain(k, where)
+            _check_plain(v, where)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_plain(v, where)
+
+
+def _get(batch: dict, key: str, path: Path) -> Any:
+    for k in (key.encode(), key):
+        if k in batch:
+            return batch[k]
+    raise MarginlabError(f"{path}: no {key!r} entry (keys: {sorted(map(str, batch))[:6]})")
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch → (N, 3, 32, 32) uint8 images and (N,) int64 labels, loaded with
+    :class:`SafeUnpickler` (Python 2 strings come back as bytes)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            batch = SafeUnpickler(f, encoding="bytes").load()
+    except MarginlabError as e:
+        raise MarginlabError(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:
+        raise MarginlabError(f"{path}: corrupt or truncated pickle ({type(e).__name__}: {e})"
+                             ) from None
+    if not isinstance(batch, dict):
+        raise MarginlabError(f"{path}: expected a dict, got {type(batch).__name__}")
+    _check_plain(batch, path)
+    data, labels = _get(batch, "data", path), _get(batch, "labels", path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3 * 32 * 32:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise MarginlabError(f"{path}: 'data' must be an N × 3072 uint8 array, got {shape}")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise MarginlabError(f"{path}: 'labels' must be a list of integers") from None
+    if y.ndim != 1 or len(y) != len(data):
+        raise MarginlabError(f"{path}: {len(data)} images but {y.size} labels")
+    _check_labels(y, 10, str(path))
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def cifar10(root: str | Path | None, n_train: int | None = None,
+            n_test: int | None = None) -> DataSplit:
+    """CIFAR-10 (50000 train, 10000 test) from ``root/cifar-10-batches-py`` or batches directly
+    in ``root``; images (N, 3, 32, 32) float32 in [0, 1]."""
+    base = _root_dir(root, "cifar10")
+    folder = base / "cifar-10-batches-py" if (base / "cifar-10-batches-py").is_dir() else base
+    missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
+    if missing:
+        hint = " (extract cifar-10-python.tar.gz first)" if any(base.glob("*.tar.gz")) else ""
+        raise MarginlabError(f"cifar10: {folder} lacks {', '.join(missing)}; expected "
+                             f"{', '.join(CIFAR10_FILES)}{hint}")
+    train = [read_cifar_batch(folder / f) for f in CIFAR10_FILES[:-1]]
+    Xt, yt = read_cifar_batch(folder / CIFAR10_FILES[-1])
+    X = np.concatenate([b[0] for b in train])
+    y = np.concatenate([b[1] for b in train])
+    return _finish(X, y, Xt, yt, "cifar10", n_train, n_test)

@@ -1,0 +1,510 @@
+"""Weakly regularized two-layer ReLU networks and a certificate of their global optimality.
+
+Wei, Lee, Liu & Ma, Section 2 (binary form, Appendix A.2):
+
+    L_λ(Θ) = (1/n) Σ_i ℓ(y_i f(Θ; x_i)) + λ‖Θ‖₂²,  ℓ(q) = log(1 + e^{−q}),
+
+for f(x) = Σ_j a_j relu(u_jᵀx̃) with x̃ = x, or x̃ = (x, 1) when the first layer has a bias
+(u_j = (w_j, b_j)). As λ → 0 the normalized margin q_min/‖Θ‖² of the minimizer tends to the
+max normalized margin γ_ℓ1/2 (Theorem A.3, Proposition 4.1).
+
+Convex reformulation (DESIGN.md §6). Since a_j² + ‖u_j‖² ≥ 2|a_j|‖u_j‖ with equality for balanced
+units, min_Θ L_λ over networks of width ≥ n+1 equals
+
+    P* = min_α (1/n) Σ_i ℓ(y_i ⟨α, φ(x̃_i)⟩) + 2λ‖α‖₁          (α a measure on the sphere),
+
+whose Fenchel dual is max_β (1/n) Σ_i H(β_i) over β ∈ [0, 1]^n with
+sup_u |(1/n) Σ_i β_i y_i relu(uᵀx̃_i)| ≤ 2λ, H the binary entropy (ℓ*(−β) = −H(β)). Every
+dual-feasible β therefore gives a lower bound on the loss of *every* two-layer network, and
+β_i = σ(−q_i) of a trained network, scaled into feasibility, certifies how far it is from the
+global optimum. For 1-D inputs with a bias the sup runs over the circle and is computed exactly
+(:func:`marginlab.kernels.sup_relu_correlation_1d`); otherwise over a finite direction set.
+
+Losses are carried in log space with :mod:`marginlab.losses` and everything runs in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from scipy.special import xlogy
+from torch import Tensor, nn
+
+from marginlab import kernels
+from marginlab.errors import MarginlabError
+from marginlab.losses import LogisticLoss, log_sum
+
+__all__ = [
+    "Certificate",
+    "ConvexOptimum",
+    "RegularizedResult",
+    "certificate",
+    "convex_optimum",
+    "convex_optimum_1d",
+    "load_measure",
+    "regularized_objective",
+    "train",
+]
+
+_LOGISTIC = LogisticLoss()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _log_logistic(q: np.ndarray) -> np.ndarray:
+    """log ℓ(q) in float64 via marginlab.losses (exact far below float range)."""
+    return _LOGISTIC.log_loss(torch.from_numpy(np.asarray(q, dtype=np.float64))).numpy()
+
+
+def _entropy(beta: np.ndarray) -> np.ndarray:
+    """Binary entropy H(β) in nats, accurate for tiny β (H ≈ β(1 − log β))."""
+    return -xlogy(beta, beta) - (1.0 - beta) * np.log1p(-beta)
+
+
+def _sigmoid_neg(q: np.ndarray) -> np.ndarray:
+    """σ(−q) = −ℓ'(q), without overflow."""
+    return np.exp(-np.logaddexp(0.0, q))
+
+
+def _labels(y) -> np.ndarray:
+    y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y, dtype=np.float64)
+    y = y.reshape(-1)
+    if y.size and set(np.unique(y)) <= {0.0, 1.0} and not np.any(y == -1):
+        y = 2.0 * y - 1.0  # {0, 1} labels
+    if not np.all(np.isin(y, (-1.0, 1.0))):
+        raise MarginlabError("labels must be -1/+1 (or 0/1)")
+    return y
+
+
+def _lower_bound(q: np.ndarray, sup_ratio: float) -> float:
+    """(1/n) Σ H(κ β_i) with β = σ(−q) and κ = min(1, 1/sup_ratio): dual-feasible by scaling."""
+    beta = _sigmoid_neg(q) * min(1.0, 1.0 / sup_ratio) if sup_ratio > 0 else _sigmoid_neg(q)
+    return float(np.mean(_entropy(beta)))
+
+
+def _sup_ratio(Xl: np.ndarray, y: np.ndarray, q: np.ndarray, lam: float,
+               directions: np.ndarray | None) -> tuple[float, np.ndarray, bool]:
+    """sup_u |(1/n) Σ β_i y_i relu(uᵀx̃_i)| / (2λ), the maximizing u, and whether the sup was
+    over the whole sphere (1-D with bias, or 1-D without) or only over ``directions``."""
+    n = len(y)
+    # c_i = β_i y_i / (2nλ), formed in log space since β_i and λ may both be ~1e-14.
+    c = y * np.exp(-np.logaddexp(0.0, q) - math.log(2.0 * n * lam))
+    if Xl.shape[1] == 2 and np.all(Xl[:, 1] == 1.0):
+        sup, cand, _ = kernels.sup_relu_correlation_1d(Xl[:, 0], c)
+        return sup, kernels.angles_to_directions(cand[:1])[0], True
+    if Xl.shape[1] == 1:
+        U = np.array([[1.0], [-1.0]])
+        exact = True
+    else:
+        if directions is None or len(directions) == 0:
+            raise MarginlabError("inputs beyond 1-D need a direction set for the certificate")
+        U = np.asarray(directions, dtype=np.float64)
+        U = U / np.linalg.norm(U, axis=1, keepdims=True)
+        exact = False
+    g = np.abs(kernels.relu_features(Xl, U) @ c)
+    j = int(np.argmax(g))
+    return float(g[j]), U[j], exact
+
+
+# ----------------------------------------------------------------------------- convex problem
+
+
+@dataclass(frozen=True)
+class ConvexOptimum:
+    """Solution of the ℓ1-regularized convex problem over directions (equal to min L_λ).
+
+    Attributes:
+        lam: λ.
+        value: P(α) of the solution (an upper bound on the optimum; attained by a network).
+        lower_bound: dual value (1/n) Σ H(β_i) of a feasible β (a lower bound on the loss of
+            every two-layer network).
+        gap: (value − lower_bound) / value.
+        directions: (k, D) unit directions with non-zero weight.
+        weights: (k,) their weights α.
+        margins: (n,) q_i = y_i ⟨α, φ(x̃_i)⟩.
+        normalized_margin: q_min / (2‖α‖₁), the normalized margin of the balanced network
+            (‖Θ‖₂² = 2‖α‖₁).
+        continuum: True if the lower bound holds over the whole sphere.
+        iterations: column-generation rounds.
+    """
+
+    lam: float
+    value: float
+    lower_bound: float
+    gap: float
+    directions: np.ndarray
+    weights: np.ndarray
+    margins: np.ndarray
+    normalized_margin: float
+    continuum: bool
+    iterations: int
+
+
+def _solve_restricted(F: np.ndarray, y: np.ndarray, lam: float,
+                      alpha0: np.ndarray) -> np.ndarray:
+    """argmin_α (1/(nλ)) Σ ℓ(y_i (Fα)_i) + 2‖α‖₁ on a finite direction set.
+
+    The objective is P(α)/λ: rescaling by 1/λ keeps its value O(log 1/λ) and its curvature
+    O(1) for every λ. α = α⁺ − α⁻ with α± ≥ 0 makes it smooth; L-BFGS-B with bounds solves it.
+    """
+    n, m = F.shape
+    YF = y[:, None] * F
+    log_nl = math.log(n * lam)
+
+    def fun(z):
+        alpha = z[:m] - z[m:]
+        q = YF @ alpha
+        log_l = _log_logistic(q)
+        top = log_l.max()
+        val = math.exp(top - log_nl) * np.exp(log_l - top).sum() + 2.0 * z.sum()
+        dq = -np.exp(-np.logaddexp(0.0, q) - log_nl)  # (1/(nλ)) ℓ'(q)
+        gs = YF.T @ dq
+        return val, np.concatenate([gs + 2.0, -gs + 2.0])
+
+    z0 = np.concatenate([np.maximum(alpha0, 0.0), np.maximum(-alpha0, 0.0)])
+    res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * m),
+                   options={"maxiter": 50000, "maxfun": 100000, "ftol": 1e-16, "gtol": 1e-13,
+                            "maxcor": 50})
+    return res.x[:m] - res.x[m:]
+
+
+def _convex_summary(F, y, lam, alpha, sup_ratio, U, continuum, it) -> ConvexOptimum:
+    q = y * (F @ alpha)
+    l1 = float(np.abs(alpha).sum())
+    value = float(np.exp(_log_logistic(q)).mean() + 2.0 * lam * l1)
+    lower = _lower_bound(q, sup_ratio)
+    keep = alpha != 0
+    return ConvexOptimum(lam=lam, value=value, lower_bound=lower, gap=(value - lower) / value,
+                         directions=U[keep], weights=alpha[keep], margins=q,
+                         normalized_margin=float(q.min() / (2 * l1)) if l1 > 0 else 0.0,
+                         continuum=continuum, iterations=it)
+
+
+def convex_optimum(X, y, lam: float, directions) -> ConvexOptimum:
+    """min_α (1/n) Σ ℓ(y_i ⟨α, φ(x_i)⟩) + 2λ‖α‖₁ on a finite direction set (any dimension).
+
+    The lower bound is dual-feasible only on ``directions`` (``continuum`` False): it bounds the
+    networks whose units point along the set, not all networks.
+
+    Args:
+        X: (n, D) inputs (append a column of ones for a first-layer bias).
+        y: (n,) labels ±1.
+        lam: λ > 0.
+        directions: (m, D) directions (normalized here).
+    """
+    X, y = np.asarray(X, dtype=np.float64), _labels(y)
+    U = np.asarray(directions, dtype=np.float64)
+    U = U / np.linalg.norm(U, axis=1, keepdims=True)
+    F = kernels.relu_features(X, U)
+    alpha = _solve_restricted(F, y, lam, np.zeros(len(U)))
+    q = y * (F @ alpha)
+    sup, _, _ = _sup_ratio(X, y, q, lam, U)
+    return _convex_summary(F, y, lam, alpha, sup, U, False, 1)
+
+
+def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-9, max_iter: int = 100,
+                      init: ConvexOptimum | None = None) -> ConvexOptimum:
+    """The convex problem over the whole circle of (w, b), for 1-D inputs with a bias.
+
+    Column generation: solve on the current angles, price the continuum exactly at
+    β = σ(−q), add every angle whose dual constraint is violated, until the certified relative
+    gap is below ``tol`` (Wei et al., Appendix F.3 setting).
+
+    Args:
+        x: (n,) scalar inputs.
+        y: (n,) labels ±1.
+        lam: λ > 0.
+        tol: relative duality gap at which to stop.
+        max_iter: limit on rounds (the last solution is returned with its gap).
+        init: a solution at a nearby λ to start from (its directions, weights rescaled by
+            log(1/λ)/log(1/λ_init), the growth of ‖α‖₁ as λ → 0).
+    """
+    if lam <= 0:
+        raise MarginlabError(f"lam must be positive, got {lam}")
+    X, y = kernels.lift_1d(x), _labels(y)
+    angles = kernels.grid_angles(64)
+    alpha = np.zeros(len(angles))
+    if init is not None:
+        extra = np.arctan2(init.directions[:, 1], init.directions[:, 0]) % (2 * np.pi)
+        angles = np.concatenate([angles, extra])
+        scale = math.log(1 / lam) / math.log(1 / init.lam) if init.lam < 1 else 1.0
+        alpha = np.concatenate([alpha, init.weights * scale])
+    best = None
+    for it in range(1, max_iter + 1):
+        U = kernels.angles_to_directions(angles)
+        F = kernels.relu_features(X, U)
+        alpha = _solve_restricted(F, y, lam, alpha)
+        q = y * (F @ alpha)
+        c = y * np.exp(-np.logaddexp(0.0, q) - math.log(2.0 * len(y) * lam))
+        sup, cand, g = kernels.sup_relu_correlation_1d(X[:, 0], c)
+        result = _convex_summary(F, y, lam, alpha, sup, U, True, it)
+        if best is None or result.gap < best.gap:
+            best = result
+        if result.gap <= tol:
+            break
+        new = cand[np.abs(g) > 1.0][: 2 * len(y)]
+        keep = (alpha != 0) | (np.arange(len(angles)) >= len(angles) - 4 * len(y))
+        angles = np.concatenate([angles[keep], new])
+        alpha = np.concatenate([alpha[keep], np.zeros(len(new))])
+    return best
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _layers(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+    fc1, fc2 = getattr(model, "fc1", None), getattr(model, "fc2", None)
+    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)) or hasattr(model, "fc3"):
+        raise MarginlabError("expected a two-layer network (models.two_layer) with fc1 and fc2")
+    if fc2.out_features != 1 or fc2.bias is not None:
+        raise MarginlabError("expected one output and no output bias (bias='none' or 'first')")
+    return fc1, fc2
+
+
+def _lifted(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    fc1, _ = _layers(model)
+    X = X.reshape(len(X), -1)
+    return np.hstack([X, np.ones((len(X), 1))]) if fc1.bias is not None else X
+
+
+def regularized_objective(model: nn.Module, X: Tensor, y: Tensor, lam: float) -> float:
+    """L_λ(Θ) = mean_i ℓ(q_i) + λ‖Θ‖₂² (Wei et al., Eq. (3.2)), evaluated in float64."""
+    with torch.no_grad():
+        value, _, _, _ = _objective_parts(model, X, torch.as_tensor(_labels(y)), lam)
+    return float(value) * lam
+
+
+def _objective_parts(model, X, y, lam):
+    """(L_λ/λ, log mean loss, ‖Θ‖², q): the objective scaled by 1/λ so that it stays O(1)."""
+    q = y * model(X).reshape(-1)
+    log_mean = log_sum(_LOGISTIC.log_loss(q)) - math.log(len(q))
+    norm_sq = sum((p * p).sum() for p in model.parameters())
+    return norm_sq + torch.exp(log_mean - math.log(lam)), log_mean, norm_sq, q
+
+
+def _lbfgs(model, X, y, lam, max_iter) -> int:
+    """Full-batch L-BFGS with strong-Wolfe line search on L_λ/λ, restarted until it stalls."""
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=50,
+                            tolerance_grad=1e-12, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    evals = 0
+
+    def closure():
+        nonlocal evals
+        evals += 1
+        opt.zero_grad()
+        value = _objective_parts(model, X, y, lam)[0]
+        value.backward()
+        return value
+
+    last = math.inf
+    for _ in range(20):
+        value = float(opt.step(closure))
+        if value >= last * (1 - 1e-14):
+            break
+        last = value
+        opt.state.clear()  # fresh curvature pairs after a stall at a kink
+    return evals
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Dual certificate of a network's distance to the global optimum of L_λ.
+
+    Attributes:
+        lower_bound: (1/n) Σ H(κβ_i), β = σ(−q), κ = min(1, 1/sup_ratio): a lower bound on L_λ
+            over all two-layer networks (over networks with units along the direction set when
+            ``continuum`` is False).
+        sup_ratio: sup_u |(1/n) Σ β_i y_i relu(uᵀx̃_i)| / (2λ); ≤ 1 exactly at a global optimum.
+        direction: (D,) the maximizing unit direction.
+        continuum: whether the sup is over the whole sphere.
+    """
+
+    lower_bound: float
+    sup_ratio: float
+    direction: np.ndarray
+    continuum: bool
+
+
+def certificate(model: nn.Module, X: Tensor, y: Tensor, lam: float,
+                directions=None) -> Certificate:
+    """Dual lower bound on min L_λ from the network's own β_i = σ(−q_i) (module docstring)."""
+    Xn = X.detach().cpu().double().numpy()
+    yn = _labels(y)
+    with torch.no_grad():
+        q = (torch.as_tensor(yn) * model(X.double()).reshape(-1)).numpy()
+    Xl = _lifted(model, Xn)
+    U = _unit_directions(model)
+    if directions is not None:
+        U = np.vstack([U, np.asarray(directions, dtype=np.float64)])
+    sup, u, exact = _sup_ratio(Xl, yn, q, lam, U)
+    return Certificate(lower_bound=_lower_bound(q, sup), sup_ratio=sup, direction=u,
+                       continuum=exact)
+
+
+def _unit_directions(model) -> np.ndarray:
+    fc1, _ = _layers(model)
+    W = fc1.weight.detach().double()
+    if fc1.bias is not None:
+        W = torch.cat([W, fc1.bias.detach().double()[:, None]], dim=1)
+    W = W.numpy()
+    norms = np.linalg.norm(W, axis=1, keepdims=True)
+    return W[norms[:, 0] > 0] / norms[norms[:, 0] > 0]
+
+
+def load_measure(model: nn.Module, directions, weights) -> None:
+    """Write the balanced network of a measure α = Σ_k weights_k δ_{u_k} into ``model``:
+    unit k gets u_k √|α_k| and a_k = sign(α_k) √|α_k| (Proposition 4.1's construction), the other
+    units zero. Then f = ⟨α, φ⟩ and ‖Θ‖₂² = 2‖α‖₁."""
+    fc1, fc2 = _layers(model)
+    U = np.asarray(directions, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) > fc1.out_features:
+        raise MarginlabError(f"{len(w)} directions but only {fc1.out_features} hidden units")
+    with torch.no_grad():
+        for p in (fc1.weight, fc2.weight, *(() if fc1.bias is None else (fc1.bias,))):
+            p.zero_()
+        s = torch.as_tensor(np.sqrt(np.abs(w)), dtype=fc1.weight.dtype)
+        Ut = torch.as_tensor(U, dtype=fc1.weight.dtype) * s[:, None]
+        k = len(w)
+        fc1.weight[:k] = Ut[:, : fc1.in_features]
+        if fc1.bias is not None:
+            fc1.bias[:k] = Ut[:, -1]
+        fc2.weight[0, :k] = torch.as_tensor(np.sign(w), dtype=fc2.weight.dtype) * s
+
+
+def _insert_unit(model, X, y, lam, direction, sign) -> bool:
+    """Put a new unit along ``direction`` (the most violated dual constraint), in place of the
+    smallest unit, at the scale that most lowers L_λ; keep it only if L_λ falls.
+
+    This is a deterministic form of the perturbation of Wei et al., Section 5 (mass re-drawn on
+    the sphere): at a stationary point that is not a global optimum, a unit along the violated
+    direction is a descent direction of second order, which gradient steps from zero cannot find.
+    """
+    fc1, fc2 = _layers(model)
+    with torch.no_grad():
+        base = float(_objective_parts(model, X, y, lam)[0])
+        saved = [p.detach().clone() for p in model.parameters()]
+        energy = fc2.weight[0] ** 2 + (fc1.weight ** 2).sum(1)
+        if fc1.bias is not None:
+            energy = energy + fc1.bias ** 2
+        j = int(torch.argmin(energy))
+        mean = float(energy.sum()) / len(energy)
+        u = torch.as_tensor(direction, dtype=fc1.weight.dtype)
+        best, best_val = None, base
+        for eps2 in mean * np.array([1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]):
+            e = math.sqrt(eps2)
+            fc1.weight[j] = e * u[: fc1.in_features]
+            if fc1.bias is not None:
+                fc1.bias[j] = e * u[-1]
+            fc2.weight[0, j] = sign * e
+            val = float(_objective_parts(model, X, y, lam)[0])
+            if val < best_val:
+                best, best_val = e, val
+        if best is None:
+            for p, s in zip(model.parameters(), saved):
+                p.copy_(s)
+            return False
+        fc1.weight[j] = best * u[: fc1.in_features]
+        if fc1.bias is not None:
+            fc1.bias[j] = best * u[-1]
+        fc2.weight[0, j] = sign * best
+    return True
+
+
+@dataclass(frozen=True)
+class RegularizedResult:
+    """A two-layer network trained on L_λ, with its certificate.
+
+    Attributes:
+        params: the trained parameters (float64 copies of the state dict).
+        lam: λ.
+        objective: L_λ(Θ) = mean_i ℓ(q_i) + λ‖Θ‖₂².
+        log_loss_mean: natural log of mean_i ℓ(q_i).
+        norm_sq: ‖Θ‖₂².
+        q_min: min_i y_i f(x_i).
+        normalized_margin: q_min / ‖Θ‖₂² (f is 2-homogeneous).
+        lower_bound: certified lower bound on min L_λ (see :class:`Certificate`).
+        gap: (objective − lower_bound) / objective.
+        sup_ratio: the certificate's sup ratio (≤ 1 at a global optimum).
+        continuum: whether the certificate holds against every direction.
+        function_evals: L-BFGS objective evaluations.
+        reseeds: units inserted along violated directions.
+    """
+
+    params: dict[str, Tensor]
+    lam: float
+    objective: float
+    log_loss_mean: float
+    norm_sq: float
+    q_min: float
+    normalized_margin: float
+    lower_bound: float
+    gap: float
+    sup_ratio: float
+    continuum: bool
+    function_evals: int
+    reseeds: int
+
+
+def train(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = True,
+          directions=None, max_reseeds: int = 30, max_iter: int = 5000,
+          tol: float = 1e-9) -> RegularizedResult:
+    """Minimize L_λ over a two-layer network, full batch, in float64 (trains ``model`` in place).
+
+    Optimizer: L-BFGS with strong-Wolfe line search on L_λ/λ. Dividing by λ makes the objective
+    O(log 1/λ) with O(1) curvature at every λ, where plain gradient descent on L_λ would need
+    steps ~1/λ and millions of iterations as λ → 1e-14; L-BFGS is restarted when it stalls at a
+    ReLU kink. With ``reseed``, each stationary point is checked against the dual certificate
+    and, while a direction violates it by more than ``tol``, a unit is inserted along that
+    direction (:func:`_insert_unit`) and L-BFGS resumes.
+
+    Args:
+        model: ``models.two_layer(d, m, bias="none" | "first")``; converted to float64.
+        X: (n, d) inputs.
+        y: (n,) labels ±1 (or 0/1).
+        lam: λ > 0.
+        reseed: insert units along violated dual directions.
+        directions: (k, D) extra directions for the certificate when D > 2 (D = d, +1 with bias).
+        max_reseeds: limit on insertions.
+        max_iter: L-BFGS iterations per run.
+        tol: accept the certificate when sup_ratio ≤ 1 + tol.
+    """
+    if lam <= 0:
+        raise MarginlabError(f"lam must be positive, got {lam}")
+    _layers(model)
+    model.double()
+    X = X.detach().double()
+    yt = torch.as_tensor(_labels(y))
+    if X.shape[0] != len(yt):
+        raise MarginlabError(f"{X.shape[0]} inputs but {len(yt)} labels")
+    evals, reseeds = _lbfgs(model, X, yt, lam, max_iter), 0
+    cert = certificate(model, X, yt, lam, directions)
+    while reseed and cert.sup_ratio > 1 + tol and reseeds < max_reseeds:
+        Xl = _lifted(model, X.numpy())
+        with torch.no_grad():
+            q = (yt * model(X).reshape(-1)).numpy()
+        c = yt.numpy() * _sigmoid_neg(q)
+        sign = float(np.sign(kernels.relu_features(Xl, cert.direction[None, :])[:, 0] @ c))
+        if not _insert_unit(model, X, yt, lam, cert.direction, sign):
+            break
+        reseeds += 1
+        evals += _lbfgs(model, X, yt, lam, max_iter)
+        cert = certificate(model, X, yt, lam, directions)
+    with torch.no_grad():
+        scaled, log_mean, norm_sq, q = _objective_parts(model, X, yt, lam)
+    objective = float(scaled) * lam
+    q_min, norm_sq = float(q.min()), float(norm_sq)
+    return RegularizedResult(
+        params={k: v.detach().clone() for k, v in model.state_dict().items()},
+        lam=lam, objective=objective, log_loss_mean=float(log_mean), norm_sq=norm_sq,
+        q_min=q_min, normalized_margin=q_min / norm_sq if norm_sq > 0 else 0.0,
+        lower_bound=cert.lower_bound, gap=(objective - cert.lower_bound) / objective,
+        sup_ratio=cert.sup_ratio, continuum=cert.continuum, function_evals=evals,
+        reseeds=reseeds)
