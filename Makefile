@@ -23,7 +23,6 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -199,7 +200,7 @@ def test_file_is_safetensors_without_pickle(tmp_path):
     assert json.loads(meta["spec"])["name"] == "mlp"
     assert set(header) == set(model.state_dict())
     spans = sorted(tuple(v["data_offsets"]) for v in header.values())
-    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert len(raw) == 8 + n + spans[-1][1]  # nothing else in the file
     for k, v in header.items():
         start, end = v["data_offsets"]

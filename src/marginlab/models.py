@@ -113,11 +113,14 @@ VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 
 @_registered
 def vgg16(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 3,
-          seed: int = 0) -> nn.Module:
+          width: float = 1.0, seed: int = 0) -> nn.Module:
     """The CIFAR-10 VGG-16 variant of Lyu & Li, Appendix K (no batch-norm): conv64×2, pool,
     conv128×2, pool, conv256×3, pool, conv512×3, pool, conv512×3, pool, fc10; 3×3 convs with
-    "same" padding, for 32×32 inputs. Homogeneous of order 14 unless ``bias="all"``."""
+    "same" padding, for 32×32 inputs. Homogeneous of order 14 unless ``bias="all"``.
+    ``width`` scales every layer's channels (1.0 is the paper's network)."""
     _check_bias(bias)
+    if not width > 0:
+        raise MarginlabError(f"width must be positive, got {width}")
     model = nn.Sequential()
     channels, layer, block = in_channels, 0, 1
     for item in VGG16_CONFIG:
@@ -125,15 +128,18 @@ def vgg16(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 
             model.add_module(f"pool{block}", nn.MaxPool2d(2))
             block += 1
             continue
+        c = max(1, round(item * width))
         model.add_module(f"conv{layer + 1}",
-                         nn.Conv2d(channels, item, 3, padding=1, bias=_layer_bias(bias, layer)))
+                         nn.Conv2d(channels, c, 3, padding=1, bias=_layer_bias(bias, layer)))
         model.add_module(f"relu{layer + 1}", nn.ReLU())
-        channels, layer = item, layer + 1
+        channels, layer = c, layer + 1
     model.add_module("flatten", nn.Flatten())
-    model.add_module("fc", nn.Linear(512, num_classes, bias=_layer_bias(bias, layer)))
+    model.add_module("fc", nn.Linear(channels, num_classes, bias=_layer_bias(bias, layer)))
     _init(model, seed)
-    return _tag(model, "vgg16", bias=bias, num_classes=num_classes, in_channels=in_channels,
-                seed=seed)
+    spec = {"bias": bias, "num_classes": num_classes, "in_channels": in_channels, "seed": seed}
+    if width != 1.0:
+        spec["width"] = width
+    return _tag(model, "vgg16", **spec)
 
 
 @_registered

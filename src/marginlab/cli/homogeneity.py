@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
                 raise MarginlabError(f"--widths must be integers, got {args.widths!r}") from None
             if name == "mlp":
                 kwargs.update(in_dim=args.in_dim, widths=widths)
-            elif len(widths) != 1:
-                raise MarginlabError(f"two_layer needs one --widths value, got {args.widths!r}")
-            else:
+            elif not widths:
+                raise MarginlabError("two_layer needs a hidden width: --widths M")
+            else:  # the first width is the hidden width
                 kwargs.update(d=args.in_dim, m=widths[0])
         elif name == "wrn16":
             kwargs.pop("bias")

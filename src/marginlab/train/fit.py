@@ -137,6 +137,7 @@ def fit(
     eval_batch_size: int = 1000,
     max_retries: int = 200,
     data_info: Mapping | None = None,
+    extra_config: Mapping | None = None,
     progress: bool | None = None,
 ) -> FitResult:
     """Train ``model`` with SGD (or full-batch GD) and record its margins every epoch.
@@ -166,6 +167,7 @@ def fit(
         eval_batch_size: batch size of the end-of-epoch evaluation.
         max_retries: rolled-back epochs in a row before giving up.
         data_info: description of the data recorded in config.json (e.g. name and subset).
+        extra_config: more entries for config.json (e.g. the TrainSpec that built the run).
         progress: show a progress bar (default: when attached to a terminal).
 
     Returns:
@@ -214,6 +216,7 @@ def fit(
         "stop_at_log10_loss": stop_at_log10_loss,
         "device": device,
         "versions": environment(device),
+        **dict(extra_config or {}),
     }
     run = RunDir(run_dir) if run_dir is not None else None
     gen = torch.Generator().manual_seed(seed)

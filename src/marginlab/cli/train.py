@@ -1,0 +1,125 @@
+"""``marginlab train``: train a homogeneous network far past 100% accuracy."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a model with a constant or loss-based learning rate, recording margins"
+ORDER = 20
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="mnist_cnn",
+                   help="mnist_cnn (default), mlp, two_layer, vgg16, wrn16")
+    g.add_argument("--bias", choices=("none", "first", "all"), default="none")
+    g.add_argument("--widths", default="100,100", help="mlp hidden widths (two_layer: one)")
+    g.add_argument("--width", type=float, default=1.0, help="mnist_cnn width multiplier")
+    g.add_argument("--data", default="mnist5k", help="mnist5k (default), digits, mnist, cifar10")
+    g.add_argument("--root", default=None, help="directory with the data files")
+    g.add_argument("--n-train", type=int, default=None, help="class-balanced training subset")
+    g.add_argument("--n-test", type=int, default=None, help="test subset")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--schedule", default="loss_based",
+                   help="loss_based (Lyu & Li L.1), constant, or another registered schedule")
+    g.add_argument("--lr", type=float, default=0.01, help="constant learning rate")
+    g.add_argument("--alpha0", type=float, default=0.1, help="loss-based initial alpha")
+    g.add_argument("--up", type=float, default=2 ** (1 / 5), help="loss-based factor on success")
+    g.add_argument("--down", type=float, default=2 ** (1 / 10),
+                   help="loss-based divisor on failure")
+    g.add_argument("--batch-size", default="100", help="mini-batch size, or 'full' for GD")
+    g.add_argument("--loss", default="cross_entropy",
+                   help="cross_entropy (default), logistic, exponential")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="lambda of lambda*|theta|^r")
+    g.add_argument("--weight-decay-power", type=float, default=2.0, help="r")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    g = p.add_argument_group("budget and output")
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--max-time", type=float, default=None, help="wall-clock budget (seconds)")
+    g.add_argument("--stop-at", type=float, default=None,
+                   help="stop once log10 of the mean training loss is at or below this")
+    g.add_argument("--convention", choices=("homogeneous", "paper_with_bias"), default=None,
+                   help="margin norms; default: paper_with_bias for --bias all, else homogeneous")
+    g.add_argument("--checkpoint-every", type=int, default=1)
+    g.add_argument("--trajectory-every", type=int, default=None,
+                   help="save parameters every K epochs (for `marginlab analyze`)")
+    g.add_argument("--out", required=True, help="run directory")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+
+
+def schedule_config(args: argparse.Namespace) -> dict:
+    from marginlab.train import SCHEDULES
+
+    if args.schedule == "constant":
+        return {"name": "constant", "lr": args.lr}
+    if args.schedule == "loss_based":
+        return {"name": "loss_based", "alpha0": args.alpha0, "up": args.up, "down": args.down}
+    if args.schedule in SCHEDULES:
+        return {"name": args.schedule}
+    from marginlab.errors import MarginlabError
+
+    raise MarginlabError(f"unknown schedule {args.schedule!r}; expected {', '.join(SCHEDULES)}")
+
+
+def spec_from_args(args: argparse.Namespace):
+    from marginlab.errors import MarginlabError
+    from marginlab.train.spec import TrainSpec
+
+    try:
+        widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        raise MarginlabError(
+            f"--widths must be comma-separated integers: {args.widths!r}") from None
+    if args.batch_size == "full":
+        batch_size = None
+    else:
+        try:
+            batch_size = int(args.batch_size)
+        except ValueError:
+            raise MarginlabError("--batch-size must be an integer or 'full'") from None
+    convention = args.convention or ("paper_with_bias" if args.bias == "all" else "homogeneous")
+    return TrainSpec(
+        model=args.model, bias=args.bias, widths=widths, width=args.width, data=args.data,
+        root=args.root, n_train=args.n_train, n_test=args.n_test,
+        schedule=schedule_config(args), epochs=args.epochs, batch_size=batch_size,
+        loss=args.loss, weight_decay=args.weight_decay,
+        weight_decay_power=args.weight_decay_power, seed=args.seed, device=args.device,
+        max_time=args.max_time, stop_at_log10_loss=args.stop_at, margin_convention=convention,
+        checkpoint_every=args.checkpoint_every, trajectory_every=args.trajectory_every,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from marginlab import plots, report
+    from marginlab.train.rundir import RunDir
+    from marginlab.train.spec import TrainSpec, run_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    out = Path(args.out)
+    if args.resume and (out / "config.json").exists():
+        saved = RunDir(out).config().get("spec")
+        if saved:  # the run's own settings; the budget comes from this command line
+            budget = {"epochs": spec.epochs, "max_time": spec.max_time,
+                      "stop_at_log10_loss": spec.stop_at_log10_loss}
+            spec = TrainSpec.from_dict({**saved, **budget})
+    result = run_training(spec, out, resume=args.resume, overwrite=args.overwrite)
+    plots.plot_training({out.name: result.history}, out / "plots" / "training.png",
+                        title=f"{spec.model} ({spec.bias} bias) on {spec.data}")
+    page = report.write_run_report(out)
+    last = result.last
+    if last:
+        print(f"epoch {last['epoch']}: log10 loss {last['log10_loss_mean']:.4g}, "
+              f"normalized margin {last['normalized_margin_multi']:.4g}, "
+              f"train acc {last['train_acc']:.4f}; stopped by {result.stop_reason}")
+    print(f"report: {page}")
+    return 0
