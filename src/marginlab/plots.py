@@ -19,6 +19,12 @@ def _mpl():
     return plt
 
 
+def _null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
 def _series(records: Sequence[dict], key: str, *, positive: bool = False
             ) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -65,6 +71,7 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
         ax.set_xlabel("epoch")
         if logx:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(_null_formatter())
         if yscale == "log" and ax.lines:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

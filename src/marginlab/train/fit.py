@@ -192,6 +192,10 @@ def fit(
     dtype = next(model.parameters()).dtype
     model.to(device)
     X_dev, y_raw = X.to(device=device, dtype=dtype), y.to(device)
+    if X_dev.dim() == 4 and X_dev.device.type == "cpu":
+        # Channels-last convolutions and max-pooling run 10-25% faster on CPU (benchmarks/).
+        model.to(memory_format=torch.channels_last)
+        X_dev = X_dev.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out_dim = model(X_dev[:1]).reshape(1, -1).shape[1]
     y_dev = _labels_for(out_dim, y_raw)

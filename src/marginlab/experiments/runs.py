@@ -1,0 +1,126 @@
+"""Running several training runs of one experiment side by side, with a live progress line.
+
+Each run is a :class:`~marginlab.train.spec.TrainSpec` trained in its own worker process (one
+torch thread each), writing its own run directory; the parent polls the runs' metrics files to
+show progress. A run's directory is resumable, so an interrupted experiment continues with
+``--resume``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from marginlab import storage
+from marginlab.errors import MarginlabError
+from marginlab.experiments import RunRequest
+
+__all__ = ["prepare_output", "run_specs", "value_at_time"]
+
+MARKER = "experiment.json"
+
+
+def prepare_output(request: RunRequest, experiment_id: str) -> Path:
+    """Create ``request.out``, refusing to touch a directory holding something else.
+
+    An existing directory of the same experiment is continued with ``resume`` or replaced with
+    ``overwrite``; any other non-empty directory is an error.
+    """
+    out = request.out
+    if out.exists() and any(out.iterdir()):
+        marker = out / MARKER
+        if not marker.exists():
+            raise MarginlabError(f"{out} is not empty and holds no marginlab experiment; "
+                                 "choose another directory")
+        if request.overwrite:
+            shutil.rmtree(out)
+        elif not request.resume:
+            raise MarginlabError(f"{out} already holds a run of "
+                                 f"{storage.read_json(marker).get('id')}; use --resume to "
+                                 "continue it or --overwrite to start again")
+    out.mkdir(parents=True, exist_ok=True)
+    storage.write_json(out / MARKER, {"id": experiment_id, "scale": request.scale,
+                                      "settings": dict(request.settings),
+                                      "device": request.device, "seed": request.seed})
+    return out
+
+
+def _worker(spec: dict, out: str, resume: bool, threads: int) -> dict:
+    import torch
+
+    from marginlab.train.spec import TrainSpec, run_training
+
+    torch.set_num_threads(threads)
+    result = run_training(TrainSpec.from_dict(spec), out, resume=resume, progress=False)
+    return {"stop_reason": result.stop_reason, "epochs": len(result.history)}
+
+
+def _last_line(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 8192))
+            lines = fh.read().decode("utf-8", "replace").strip().split("\n")
+        return json.loads(lines[-1]) if lines and lines[-1] else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_specs(specs: Mapping[str, dict], out: Path, *, workers: int = 2, resume: bool = False,
+              threads: int = 1, expected_seconds: float | None = None) -> dict[str, dict]:
+    """Train every spec (name -> TrainSpec dict) into ``out/runs/<name>``, ``workers`` at once.
+
+    Returns name -> {"stop_reason", "epochs"}. The first failure is re-raised after the other
+    runs were stopped.
+    """
+    run_root = out / "runs"
+    run_root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    ctx = mp.get_context("spawn")
+    total = expected_seconds or 0
+    bar = tqdm(total=round(total) if total else None, desc="runs", unit="s", dynamic_ncols=True,
+               disable=None)
+    start = time.perf_counter()
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_worker, spec, str(run_root / name), resume, threads): name
+                   for name, spec in specs.items()}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = cf.wait(pending, timeout=2.0)
+                for fut in done:
+                    results[futures[fut]] = fut.result()
+                status = []
+                for name in specs:
+                    rec = _last_line(run_root / name / "metrics.jsonl")
+                    if rec is not None:
+                        status.append(f"{name}: ep {rec['epoch']} "
+                                      f"log10L {rec['log10_loss_mean']:.3g}")
+                elapsed = time.perf_counter() - start
+                if total:
+                    bar.n = min(round(elapsed), round(total))
+                bar.set_postfix_str(" | ".join(status), refresh=True)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            bar.close()
+    return results
+
+
+def value_at_time(records: list[dict], key: str, seconds: float) -> float:
+    """``key`` of the last record whose wall time is at most ``seconds``."""
+    best = float("nan")
+    for r in records:
+        if r["wall_time"] <= seconds:
+            best = r[key]
+    return best

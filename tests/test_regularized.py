@@ -1,0 +1,150 @@
+"""Weakly regularized two-layer networks: margins below and approaching γ_ℓ1/2, and duality
+certificates checked against independent computations (Wei et al., Section 2, Prop. 4.1)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from marginlab import kernels, models, regularized
+from marginlab.errors import MarginlabError
+
+
+def _random_units(width, seed):
+    net = models.two_layer(1, width, bias="first", seed=seed).double()
+    gen = torch.Generator().manual_seed(seed)
+    t = 2 * math.pi * torch.rand(width, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        net.fc1.weight[:, 0] = torch.cos(t)
+        net.fc1.bias[:] = torch.sin(t)
+        net.fc2.weight[0] = torch.randn(width, generator=gen, dtype=torch.float64) / width
+    return net
+
+
+def _objective_numpy(net, x, y, lam):
+    """L_λ written out directly: mean log(1 + e^{−q}) + λ‖Θ‖²."""
+    W = net.fc1.weight.detach().numpy()[:, 0]
+    b = net.fc1.bias.detach().numpy()
+    a = net.fc2.weight.detach().numpy()[0]
+    q = y * (np.maximum(np.outer(x, W) + b, 0) @ a)
+    return np.mean(np.logaddexp(0, -q)) + lam * (W @ W + b @ b + a @ a)
+
+
+TWO_POINTS = (np.array([2.0, 0.0]), np.array([1.0, -1.0]))
+GAMMA_TWO_POINTS = 2 / (1 + math.sqrt(5))  # hand-solved in tests/test_kernels.py
+
+
+def test_normalized_margin_never_exceeds_and_approaches_gamma_l1_half():
+    x, y = TWO_POINTS
+    X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
+    net = _random_units(6, seed=0)
+    ratios = []
+    for lam in (1e-2, 1e-4, 1e-6, 1e-9):
+        res = regularized.train(net, X, yt, lam=lam)
+        ratios.append(res.normalized_margin / (GAMMA_TWO_POINTS / 2))
+        assert res.normalized_margin <= GAMMA_TWO_POINTS / 2 * (1 + 1e-12)
+        assert res.lower_bound <= res.objective
+        assert res.objective == pytest.approx(_objective_numpy(net, x, y, lam), rel=1e-12)
+    assert ratios[-1] > 0.95
+    assert all(b >= a - 1e-3 for a, b in zip(ratios, ratios[1:]))
+
+
+def test_trained_objective_is_certified_optimal_on_six_points():
+    rng = np.random.default_rng(1)
+    x = np.sort(rng.uniform(-1, 1, 6))
+    y = np.array([1.0, 1.0, -1.0, 1.0, -1.0, -1.0])
+    gamma = kernels.l1_margin_1d(x, y).upper_bound
+    X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
+    net = _random_units(14, seed=1)
+    optimum = None
+    for lam in (1e-2, 1e-4, 1e-6):
+        optimum = regularized.convex_optimum_1d(x, y, lam, init=optimum)
+        res = regularized.train(net, X, yt, lam=lam)
+        assert optimum.gap < 1e-6
+        assert res.objective >= optimum.lower_bound * (1 - 1e-12)
+        assert res.normalized_margin <= gamma / 2 * (1 + 1e-12)
+        assert optimum.normalized_margin <= gamma / 2 * (1 + 1e-12)
+    assert (res.objective - optimum.lower_bound) / res.objective < 1e-4
+
+
+def test_convex_optimum_agrees_with_independent_grid_solution():
+    rng = np.random.default_rng(2)
+    x = np.sort(rng.uniform(-1, 1, 5))
+    y = np.array([1.0, -1.0, -1.0, 1.0, -1.0])
+    lam = 1e-3
+    opt = regularized.convex_optimum_1d(x, y, lam)
+    # Independent: the problem on 720 fixed angles, α = α⁺ − α⁻, solved by SLSQP-free L-BFGS-B
+    # on the unscaled objective with a loss written with logaddexp.
+    F = kernels.relu_features(kernels.lift_1d(x), kernels.angles_to_directions(
+        np.arange(720) * 2 * np.pi / 720))
+    m = F.shape[1]
+
+    def fun(z):
+        q = y * (F @ (z[:m] - z[m:]))
+        s = np.exp(-np.logaddexp(0, q))
+        g = -(F.T @ (y * s)) / len(y)
+        return np.mean(np.logaddexp(0, -q)) + 2 * lam * z.sum(), np.concatenate(
+            [g + 2 * lam, -g + 2 * lam])
+
+    sol = minimize(fun, np.zeros(2 * m), jac=True, method="L-BFGS-B",
+                   bounds=[(0, None)] * (2 * m), options={"maxiter": 20000, "ftol": 1e-15,
+                                                          "gtol": 1e-12})
+    assert opt.lower_bound <= sol.fun * (1 + 1e-12)  # the certificate bounds every solution
+    assert opt.value <= sol.fun * (1 + 1e-9)          # the continuum does at least as well
+    assert opt.value == pytest.approx(sol.fun, rel=1e-4)
+
+
+def test_dual_lower_bound_is_below_every_network():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, 7)
+    y = rng.choice([-1.0, 1.0], size=7)
+    X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
+    lam = 1e-3
+    opt = regularized.convex_optimum_1d(x, y, lam)
+    for seed in range(10):
+        net = _random_units(8, seed)
+        value = _objective_numpy(net, x, y, lam)
+        cert = regularized.certificate(net, X, yt, lam)
+        assert cert.continuum
+        assert cert.lower_bound <= value
+        assert opt.lower_bound <= value
+
+
+def test_load_measure_builds_the_balanced_network():
+    net = models.two_layer(1, 5, bias="first").double()
+    angles = np.array([0.3, 2.0, 4.0])
+    weights = np.array([0.5, -1.5, 0.25])
+    regularized.load_measure(net, kernels.angles_to_directions(angles), weights)
+    x = np.linspace(-2, 2, 9)
+    with torch.no_grad():
+        f = net(torch.from_numpy(x)[:, None]).reshape(-1).numpy()
+        norm_sq = float(sum((p * p).sum() for p in net.parameters()))
+    expected = np.maximum(np.outer(x, np.cos(angles)) + np.sin(angles), 0) @ weights
+    np.testing.assert_allclose(f, expected, rtol=1e-12, atol=1e-12)
+    assert norm_sq == pytest.approx(2 * np.abs(weights).sum())
+
+
+def test_train_in_higher_dimension_uses_the_direction_set():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 3))
+    y = np.sign(X[:, 0] * X[:, 1])
+    U = rng.normal(size=(50, 3))
+    net = models.two_layer(3, 8, bias="none", seed=0)
+    res = regularized.train(net, torch.from_numpy(X), torch.from_numpy(y), lam=1e-3,
+                            directions=U, max_reseeds=3)
+    assert not res.continuum
+    assert res.lower_bound <= res.objective
+    assert np.isfinite(res.normalized_margin)
+
+
+def test_bad_arguments_raise():
+    net = models.mlp(2, [4, 4], 1)
+    with pytest.raises(MarginlabError):
+        regularized.train(net, torch.zeros(3, 2), torch.tensor([1.0, -1.0, 1.0]), lam=1e-3)
+    net = models.two_layer(2, 4)
+    with pytest.raises(MarginlabError):
+        regularized.train(net, torch.zeros(3, 2), torch.tensor([1.0, -1.0, 1.0]), lam=0.0)
+    with pytest.raises(MarginlabError):
+        regularized.train(net, torch.zeros(3, 2), torch.tensor([1.0, 2.0, 1.0]), lam=1e-3)
