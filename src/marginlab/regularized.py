@@ -106,7 +106,7 @@ def _sup_ratio(Xl: np.ndarray, y: np.ndarray, q: np.ndarray, lam: float,
         U = np.asarray(directions, dtype=np.float64)
         U = U / np.linalg.norm(U, axis=1, keepdims=True)
         exact = False
-    g = np.abs(kernels.relu_features(Xl, U) @ c)
+    g = np.abs(c @ kernels.relu_features(Xl, U))
     j = int(np.argmax(g))
     return float(g[j]), U[j], exact
 

@@ -78,8 +78,26 @@ class Experiment:
                 raise MarginlabError(
                     f"unknown setting {key!r} for {self.id}; known: {', '.join(sorted(settings))}"
                 )
-            settings[key] = type(settings[key])(value) if settings[key] is not None else value
+            settings[key] = _coerce(key, settings[key], value)
         return RunRequest(scale=scale, out=Path(out), settings=settings, **kwargs)
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """Give an override the type of the setting's default (None and lists pass as they are)."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        if isinstance(default, int) and not float(value).is_integer():
+            raise MarginlabError(f"setting {key!r} takes an integer, got {value!r}")
+        return type(default)(value)
+    elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return list(value)
+    elif isinstance(default, str) and isinstance(value, str):
+        return value
+    raise MarginlabError(f"setting {key!r} takes a {type(default).__name__}, got {value!r}")
 
 
 _REGISTRY: dict[str, Experiment] = {}
