@@ -76,7 +76,7 @@ def test_continuum_l1_margin_brackets_fine_grids(seed):
 def test_sup_relu_correlation_matches_dense_evaluation():
     rng = np.random.default_rng(3)
     x, c = rng.normal(size=7), rng.normal(size=7)
-    sup, cand, g = kernels.sup_relu_correlation_1d(x, c)
+    sup, cand, _ = kernels.sup_relu_correlation_1d(x, c)
     t = np.linspace(0, 2 * np.pi, 200001)
     dense = np.abs(np.maximum(np.outer(np.cos(t), x) + np.sin(t)[:, None], 0) @ c).max()
     assert dense <= sup + 1e-12

@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy.optimize import minimize
+from scipy.special import entr, expit
 from torch import Tensor
 
 from marginlab.errors import MarginlabError
@@ -431,10 +432,13 @@ class ReferenceOptimum:
 
         L* = inf_a R(Σ_k a_k relu(ū_kᵀx)) + 2λ Σ_k |a_k|,   ū_k ∈ S^{d−1},
 
-    the ℓ1-regularized problem over relu features (DESIGN.md §6). On a finite direction set it is
-    solved with L-BFGS-B as min_{c± ≥ 0} R(F(c⁺ − c⁻)/2) + λ Σ(c⁺ + c⁻) (smooth, convex, simple
-    bounds), then refined by column generation: directions with |h(ū)| > 2λ, where
-    h(ū) = −Σ_i ∇R_i relu(ūᵀx_i), are added and the problem is solved again.
+    the ℓ1-regularized logistic regression over relu features (DESIGN.md §6), equivalently
+    min_{c ≥ 0} R(F(c⁺ − c⁻)/2) + λΣ(c⁺ + c⁻) over masses c on the sphere. On a finite direction
+    set it is solved by liblinear's ℓ1 logistic solver (scikit-learn; L-BFGS-B on the bounded
+    form stalls on these nearly collinear columns), then polished by a Newton trust-region
+    solve (scipy ``trust-exact``) on the support with its signs fixed. Column generation makes
+    the direction set exact: directions with |h(ū)| > 2λ, h(ū) = −Σ_i ∇R_i relu(ūᵀx_i) the
+    first variation along a new atom, are added until none is left.
 
     Fenchel duality gives the lower bound L* ≥ c_R Σ_i H(p_i) for any p ∈ [0, 1]^n with
     c_R sup_ū |Σ_i y_i p_i relu(ūᵀx_i)| ≤ 2λ (H the binary entropy in nats, c_R = 1 for a sum,
@@ -483,51 +487,87 @@ class ReferenceOptimum:
         return ParticleMeasure(theta, 2 * a.abs() / r**2)
 
 
-def _solve_grid(
-    F: np.ndarray, y: np.ndarray, lam: float, scale: float, a0: np.ndarray
-) -> tuple[float, np.ndarray]:
-    """min_{c± ≥ 0} scale Σ log(1 + e^{−yF(c⁺−c⁻)/2}) + λΣ(c⁺ + c⁻) by L-BFGS-B → (value, a)."""
-    from scipy.optimize import Bounds
-    from scipy.special import expit
+def _objective_np(F: np.ndarray, y: np.ndarray, a: np.ndarray, lam: float, scale: float) -> float:
+    return float(scale * np.logaddexp(0.0, -y * (F @ a)).sum() + 2 * lam * np.abs(a).sum())
 
-    M = F.shape[1]
 
-    def fun(c: np.ndarray) -> tuple[float, np.ndarray]:
-        q = y * (F @ (0.5 * (c[:M] - c[M:])))
-        value = scale * np.logaddexp(0.0, -q).sum() + lam * c.sum()
-        s = 0.5 * (F.T @ (-scale * y * expit(-q)))
-        return float(value), np.concatenate([s + lam, lam - s])
+def _solve_l1(F: np.ndarray, y: np.ndarray, lam: float, scale: float, tol: float) -> np.ndarray:
+    """argmin_a scale Σ log(1 + e^{−y_i (Fa)_i}) + 2λ‖a‖₁ by liblinear (C = scale / 2λ)."""
+    import warnings
 
-    c0 = np.concatenate([2 * np.maximum(a0, 0), 2 * np.maximum(-a0, 0)])
-    res = minimize(
-        fun,
-        c0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=Bounds(0.0, np.inf),
-        options={"maxiter": 50_000, "maxfun": 100_000, "maxcor": 30, "ftol": 1e-16, "gtol": 1e-12},
+    import sklearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    new_api = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 8)
+    l1 = {"l1_ratio": 1.0} if new_api else {"penalty": "l1"}
+    clf = LogisticRegression(
+        C=scale / (2 * lam),
+        solver="liblinear",
+        fit_intercept=False,
+        tol=tol,
+        max_iter=100_000,
+        **l1,
     )
-    c = res.x
-    return float(fun(c)[0]), 0.5 * (c[:M] - c[M:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(F, y)
+    return clf.coef_.ravel().astype(np.float64)
 
 
-def _dual_coef(F: np.ndarray, y: np.ndarray, a: np.ndarray, scale: float) -> np.ndarray:
-    """scale·y_i·p_i with p_i = σ(−y_i f_i): h(ū) = Σ_i coef_i relu(ūᵀx_i)."""
-    from scipy.special import expit
+def _polish(F: np.ndarray, y: np.ndarray, a: np.ndarray, lam: float, scale: float) -> np.ndarray:
+    """Newton trust-region minimization on the support of ``a`` with the signs held fixed.
 
-    return scale * y * expit(-y * (F @ a))
+    There the objective scale Σ log(1 + e^{−y F_S a_S}) + 2λ sᵀa_S is smooth; a coordinate that
+    changes sign leaves the support and the solve is repeated.
+    """
+    a = a.copy()
+    for _ in range(10):
+        S = np.flatnonzero(a)
+        if len(S) == 0:
+            return a
+        Fs, sgn = F[:, S], np.sign(a[S])
+
+        def fun(b, Fs=Fs, sgn=sgn):
+            q = y * (Fs @ b)
+            grad = Fs.T @ (-scale * y * expit(-q)) + 2 * lam * sgn
+            return float(scale * np.logaddexp(0.0, -q).sum() + 2 * lam * sgn @ b), grad
+
+        def hess(b, Fs=Fs):
+            q = y * (Fs @ b)
+            return (Fs.T * (scale * expit(q) * expit(-q))) @ Fs
+
+        res = minimize(
+            fun,
+            a[S],
+            jac=True,
+            hess=hess,
+            method="trust-exact",
+            options={"gtol": 1e-13, "maxiter": 500},
+        )
+        b = res.x
+        flipped = sgn * b <= 0
+        if not flipped.any():
+            if _objective_np(Fs, y, b, lam, scale) <= _objective_np(Fs, y, a[S], lam, scale):
+                a[S] = b
+            return a
+        a[S[flipped]] = 0.0
+    return a
 
 
 def _sup_candidates(
     x: np.ndarray, coef: np.ndarray, grid: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, bool]:
-    """Directions containing argmax_ū |h(ū)| (exactly for d ≤ 2); returns (directions, exact)."""
+    """Directions containing argmax_ū |h(ū)|, h(ū) = Σ_i coef_i relu(ūᵀx_i) (exactly for d ≤ 2).
+
+    Returns (directions (K, d), exact).
+    """
     d = x.shape[1]
     if d == 1:
         return np.array([[1.0], [-1.0]]), True
     if d == 2:
-        # On each arc between kinks (angles where ūᵀx_i = 0) h(φ) = sᵀ(cos φ, sin φ) with s the
-        # sum of coef_i x_i over the arc's active set: |h| peaks at a kink or at ±s/‖s‖.
+        # Between consecutive kinks (angles where ūᵀx_i = 0) h(φ) = sᵀ(cos φ, sin φ), s the sum of
+        # coef_i x_i over that arc's active set: |h| peaks at a kink or at ±s/‖s‖.
         nz = np.linalg.norm(x, axis=1) > 0
         ang = np.arctan2(x[nz, 1], x[nz, 0])
         kinks = np.sort(np.mod(np.concatenate([ang + np.pi / 2, ang - np.pi / 2]), 2 * np.pi))
@@ -538,8 +578,8 @@ def _sup_candidates(
         psi = np.arctan2(s[:, 1], s[:, 0])
         phi = np.concatenate([kinks, psi, psi + np.pi])
         return np.stack([np.cos(phi), np.sin(phi)], axis=1), True
-    # d ≥ 3: a random sample plus the grid, then fixed-point ascent ū ← ±s_A(ū)/‖s_A(ū)‖ from
-    # the best ones (s_A the active-set sum; a fixed point is a stationary point of h on S^{d−1}).
+    # d ≥ 3: a random sample plus the grid, then the fixed-point ascent ū ← ±s_A(ū)/‖s_A(ū)‖ from
+    # the best ones (s_A the active-set sum; its fixed points are stationary points of h).
     cand = np.concatenate([grid, rng.standard_normal((20_000, d))])
     cand /= np.linalg.norm(cand, axis=1, keepdims=True)
     h = np.maximum(cand @ x.T, 0) @ coef
@@ -560,7 +600,7 @@ def reference_optimum(
     reduction: Reduction = "sum",
     n_directions: int | None = None,
     refinements: int = 2,
-    max_rounds: int = 50,
+    max_rounds: int = 100,
     seed: int = 0,
 ) -> ReferenceOptimum:
     """L* = inf_ρ L[ρ] for the logistic objective of Example 5.2 (see :class:`ReferenceOptimum`).
@@ -568,14 +608,12 @@ def reference_optimum(
     Args:
         x: (n, d) inputs; y: (n,) labels ±1; lam: λ > 0.
         reduction: ``sum`` (Example 5.2) or ``mean``.
-        n_directions: size of the coarsest grid on S^{d−1} (default 256 for d = 2, 2000 for d = 3,
-            4000 above; d = 1 uses {±1}, the whole sphere).
+        n_directions: size of the coarsest grid on S^{d−1} (default 64 for d = 2, 1000 for d = 3,
+            2000 above; d = 1 uses {±1}, the whole sphere).
         refinements: extra grid levels, each 4 times finer; their values show the grid error.
-        max_rounds: column-generation rounds after the finest grid.
+        max_rounds: column-generation rounds after the grids.
         seed: seed of the random grids and samples (d ≥ 3).
     """
-    from scipy.special import entr
-
     x_t, y_t = _check_data(x, y)
     if not (lam > 0 and math.isfinite(lam)):
         raise MarginlabError(f"the reference optimum needs lam > 0, got {lam}")
@@ -584,45 +622,37 @@ def reference_optimum(
     scale = _reduction_scale(reduction, n)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    k0 = n_directions or {2: 256, 3: 2000}.get(d, 4000)
+    k0 = n_directions or {2: 64, 3: 1000}.get(d, 2000)
 
-    dirs = np.zeros((0, d))
-    a = np.zeros(0)
     sizes, values = [], []
     for level in range(1 if d == 1 else refinements + 1):
-        new = sphere_directions(d, k0 * 4**level, gen).numpy()
-        if d == 2 and level > 0:  # nested grid: reuse the coarse solution
-            idx = np.round(
-                np.mod(np.arctan2(dirs[:, 1], dirs[:, 0]), 2 * np.pi) / (2 * np.pi) * len(new)
-            ).astype(int) % len(new)
-            a_new = np.zeros(len(new))
-            a_new[idx] = a
-            dirs, a = new, a_new
-        else:
-            dirs, a = np.concatenate([dirs, new]), np.concatenate([a, np.zeros(len(new))])
-        value, a = _solve_grid(np.maximum(xs @ dirs.T, 0), ys, lam, scale, a)
-        sizes.append(len(dirs))
-        values.append(value)
+        grid = sphere_directions(d, k0 * 4**level, gen).numpy()
+        F = np.maximum(xs @ grid.T, 0)
+        a = _polish(F, ys, _solve_l1(F, ys, lam, scale, tol=1e-10), lam, scale)
+        sizes.append(len(grid))
+        values.append(_objective_np(F, ys, a, lam, scale))
 
+    # Column generation from the finest grid's support: add the directions that violate the
+    # optimality condition |h(ū)| ≤ 2λ, re-solve, until none is left.
+    dirs = grid[a != 0] if (a != 0).any() else grid[:1]
     rounds, ratio, exact = 0, math.inf, d <= 2
     for rounds in range(max_rounds + 1):
-        coef = _dual_coef(np.maximum(xs @ dirs.T, 0), ys, a, scale)
+        F = np.maximum(xs @ dirs.T, 0)
+        a = _polish(F, ys, _solve_l1(F, ys, lam, scale, tol=1e-12), lam, scale)
+        coef = scale * ys * expit(-ys * (F @ a))  # h(ū) = Σ_i coef_i relu(ūᵀx_i)
         cand, exact = _sup_candidates(xs, coef, dirs, rng)
         h = np.maximum(cand @ xs.T, 0) @ coef
         ratio = float(np.abs(h).max()) / (2 * lam)
-        if ratio <= 1 + 1e-7 or rounds == max_rounds:
+        if ratio <= 1 + 1e-9 or rounds == max_rounds:
             break
-        order = np.argsort(-np.abs(h))
-        add = cand[order[:8]][np.abs(h[order[:8]]) > 2 * lam]
-        dirs, a = np.concatenate([dirs, add]), np.concatenate([a, np.zeros(len(add))])
-        value, a = _solve_grid(np.maximum(xs @ dirs.T, 0), ys, lam, scale, a)
+        order = np.argsort(-np.abs(h))[:8]
+        dirs = np.concatenate([dirs[a != 0], cand[order[np.abs(h[order]) > 2 * lam]]])
 
-    p = coef / (scale * ys) * min(1.0, 1.0 / ratio)
-    lower = scale * float((entr(p) + entr(1 - p)).sum())
-    keep = np.abs(a) > 0
+    p = coef / (scale * ys) * min(1.0, 1.0 / ratio)  # feasible dual point
+    keep = a != 0
     return ReferenceOptimum(
-        value=value,
-        lower_bound=lower,
+        value=_objective_np(F, ys, a, lam, scale),
+        lower_bound=scale * float((entr(p) + entr(1 - p)).sum()),
         certified=exact,
         grid_sizes=tuple(sizes),
         grid_values=tuple(values),

@@ -285,6 +285,9 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
                 and isinstance(spec.get("kwargs"), dict)):
             raise MarginlabError(f"{path}: the model spec in its metadata is malformed")
         model = build(spec["name"], **spec["kwargs"])
+        dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
+        if len(dtypes) == 1:  # rebuild in the dtype it was saved in (e.g. float64)
+            model.to(dtypes.pop())
     load_state(model, tensors, source=str(path))
     return model
 

@@ -71,7 +71,9 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
         ax.set_xlabel("epoch")
         if logx:
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(_null_formatter())
+            lo, hi = ax.get_xlim()
+            if hi > 20 * max(lo, 1e-12):  # minor labels crowd spans of more than a decade
+                ax.xaxis.set_minor_formatter(_null_formatter())
         if yscale == "log" and ax.lines:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

@@ -43,6 +43,7 @@ __all__ = [
     "ConvexOptimum",
     "RegularizedResult",
     "certificate",
+    "compress_measure",
     "convex_optimum",
     "convex_optimum_1d",
     "load_measure",
@@ -272,7 +273,7 @@ def convex_optimum(X, y, lam: float, directions) -> ConvexOptimum:
     return _convex_summary(F, y, lam, alpha, sup, U, False, 1)
 
 
-def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-8, max_iter: int = 100,
+def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-8, max_iter: int = 40,
                       init: ConvexOptimum | None = None) -> ConvexOptimum:
     """The convex problem over the whole circle of (w, b), for 1-D inputs with a bias.
 
@@ -394,7 +395,7 @@ def _lbfgs(model, X, y, lam, max_iter) -> int:
         return value
 
     last = math.inf
-    for _ in range(20):
+    for _ in range(5):
         value = float(opt.step(closure).detach())
         if value >= last * (1 - 1e-14):
             break
@@ -500,9 +501,38 @@ def load_measure(model: nn.Module, directions, weights) -> None:
         fc2.weight[0, :k] = torch.as_tensor(np.sign(w), dtype=fc2.weight.dtype) * s
 
 
-def _insert_unit(model, X, y, lam, direction, sign) -> bool:
-    """Put a new unit along ``direction`` (the most violated dual constraint), in place of the
-    smallest unit, at the scale that most lowers L_λ; keep it only if L_λ falls.
+def compress_measure(directions, weights, *, tol: float = 1e-3,
+                     max_atoms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Merge atoms of a measure that point within ``tol`` radians of each other with the same
+    sign (a finite direction set spreads one optimal atom over neighbouring columns); the merged
+    atom points along the weighted mean direction and carries the summed weight. Keeps the
+    ``max_atoms`` heaviest atoms if given. Returns (directions (k, D), weights (k,))."""
+    U = np.asarray(directions, dtype=np.float64)
+    U = U / np.linalg.norm(U, axis=1, keepdims=True)
+    w = np.asarray(weights, dtype=np.float64)
+    cos_tol = math.cos(tol)
+    centers: list[np.ndarray] = []
+    sums: list[np.ndarray] = []
+    totals: list[float] = []
+    for k in np.argsort(-np.abs(w)):
+        for c, (center, total) in enumerate(zip(centers, totals)):
+            if np.sign(total) == np.sign(w[k]) and center @ U[k] >= cos_tol:
+                sums[c] = sums[c] + abs(w[k]) * U[k]
+                totals[c] += w[k]
+                centers[c] = sums[c] / np.linalg.norm(sums[c])
+                break
+        else:
+            centers.append(U[k].copy())
+            sums.append(abs(w[k]) * U[k])
+            totals.append(float(w[k]))
+    order = np.argsort(-np.abs(totals))[:max_atoms]
+    return np.array(centers)[order], np.array(totals)[order]
+
+
+def _insert_unit(model, X, y, lam, direction, sign) -> None:
+    """Put a new unit along ``direction`` (the most violated dual constraint) in place of the
+    unit whose removal raises L_λ least, at the scale that gives the lowest L_λ; the caller
+    polishes with L-BFGS and keeps the result only if L_λ fell.
 
     This is a deterministic form of the perturbation of Wei et al., Section 5 (mass re-drawn on
     the sphere): at a stationary point that is not a global optimum, a unit along the violated
@@ -510,33 +540,33 @@ def _insert_unit(model, X, y, lam, direction, sign) -> bool:
     """
     fc1, fc2 = _layers(model)
     with torch.no_grad():
-        base = float(_objective_parts(model, X, y, lam)[0])
-        saved = [p.detach().clone() for p in model.parameters()]
         energy = fc2.weight[0] ** 2 + (fc1.weight ** 2).sum(1)
         if fc1.bias is not None:
             energy = energy + fc1.bias ** 2
-        j = int(torch.argmin(energy))
+        cost = []
+        for k in range(len(energy)):
+            a_k = float(fc2.weight[0, k])
+            fc2.weight[0, k] = 0.0
+            # L_λ/λ without unit k: its output weight zeroed, and its ‖u_k‖² taken off.
+            cost.append(float(_objective_parts(model, X, y, lam)[0])
+                        - float(energy[k]) + a_k * a_k)
+            fc2.weight[0, k] = a_k
+        j = int(np.argmin(cost))
         mean = float(energy.sum()) / len(energy)
         u = torch.as_tensor(direction, dtype=fc1.weight.dtype)
-        best, best_val = None, base
-        for eps2 in mean * np.array([1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0]):
-            e = math.sqrt(eps2)
+
+        def place(e):
             fc1.weight[j] = e * u[: fc1.in_features]
             if fc1.bias is not None:
                 fc1.bias[j] = e * u[-1]
             fc2.weight[0, j] = sign * e
-            val = float(_objective_parts(model, X, y, lam)[0])
-            if val < best_val:
-                best, best_val = e, val
-        if best is None:
-            for p, s in zip(model.parameters(), saved):
-                p.copy_(s)
-            return False
-        fc1.weight[j] = best * u[: fc1.in_features]
-        if fc1.bias is not None:
-            fc1.bias[j] = best * u[-1]
-        fc2.weight[0, j] = sign * best
-    return True
+
+        scales = np.sqrt(mean * 10.0 ** np.arange(-6.0, 1.5, 0.5))
+        values = []
+        for e in scales:
+            place(float(e))
+            values.append(float(_objective_parts(model, X, y, lam)[0]))
+        place(float(scales[int(np.argmin(values))]))
 
 
 @dataclass(frozen=True)
@@ -575,8 +605,8 @@ class RegularizedResult:
 
 
 def train(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = True,
-          directions=None, max_reseeds: int = 30, max_iter: int = 5000,
-          tol: float = 1e-9, jitters: int = 20) -> RegularizedResult:
+          directions=None, max_reseeds: int = 30, max_iter: int = 1000,
+          tol: float = 1e-9, jitters: int = 5) -> RegularizedResult:
     """Minimize L_λ over a two-layer network, full batch, in float64 (trains ``model`` in place).
 
     Optimizer: L-BFGS with strong-Wolfe line search on L_λ/λ. Dividing by λ makes the objective
@@ -613,10 +643,17 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = 
             q = (yt * model(X).reshape(-1)).numpy()
         c = yt.numpy() * _sigmoid_neg(q)
         sign = float(np.sign(kernels.relu_features(Xl, cert.direction[None, :])[:, 0] @ c))
-        if not _insert_unit(model, X, yt, lam, cert.direction, sign):
-            break
+        with torch.no_grad():
+            before = float(_objective_parts(model, X, yt, lam)[0])
+            saved = [p.detach().clone() for p in model.parameters()]
+        _insert_unit(model, X, yt, lam, cert.direction, sign)
         reseeds += 1
         evals += _minimize(model, X, yt, lam, max_iter, jitters=jitters)
+        with torch.no_grad():
+            if float(_objective_parts(model, X, yt, lam)[0]) >= before:
+                for p, old in zip(model.parameters(), saved):
+                    p.copy_(old)
+                break
         cert = certificate(model, X, yt, lam, directions)
     with torch.no_grad():
         scaled, log_mean, norm_sq, q = _objective_parts(model, X, yt, lam)

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     g = p.add_argument_group("budget and output")
-    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="accepted epochs in total (default: 100; with --resume: the run's own)")
     g.add_argument("--max-time", type=float, default=None, help="wall-clock budget (seconds)")
     g.add_argument("--stop-at", type=float, default=None,
                    help="stop once log10 of the mean training loss is at or below this")
@@ -85,7 +86,8 @@ def spec_from_args(args: argparse.Namespace):
     return TrainSpec(
         model=args.model, bias=args.bias, widths=widths, width=args.width, data=args.data,
         root=args.root, n_train=args.n_train, n_test=args.n_test,
-        schedule=schedule_config(args), epochs=args.epochs, batch_size=batch_size,
+        schedule=schedule_config(args), epochs=100 if args.epochs is None else args.epochs,
+        batch_size=batch_size,
         loss=args.loss, weight_decay=args.weight_decay,
         weight_decay_power=args.weight_decay_power, seed=args.seed, device=args.device,
         max_time=args.max_time, stop_at_log10_loss=args.stop_at, margin_convention=convention,
@@ -108,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume and (out / "config.json").exists():
         saved = RunDir(out).config().get("spec")
-        if saved:  # the run's own settings; the budget comes from this command line
-            budget = {"epochs": spec.epochs, "max_time": spec.max_time,
-                      "stop_at_log10_loss": spec.stop_at_log10_loss}
+        if saved:  # the run's own settings; a budget given on this command line replaces its
+            given = {"epochs": args.epochs, "max_time": args.max_time,
+                     "stop_at_log10_loss": args.stop_at}
+            budget = {k: v for k, v in given.items() if v is not None}
             spec = TrainSpec.from_dict({**saved, **budget})
     result = run_training(spec, out, resume=args.resume, overwrite=args.overwrite)
     plots.plot_training({out.name: result.history}, out / "plots" / "training.png",

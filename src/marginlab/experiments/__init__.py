@@ -57,6 +57,10 @@ class Experiment:
         reference: the paper figure/table it reproduces.
         scales: scale name -> settings (plain JSON-able values).
         run: callable taking a :class:`RunRequest`; returns the path of its report.
+        trial: optional callable running ONE point of the experiment: it takes the scale's
+            settings merged with a sweep point (plain JSON-able dict, including ``seed``) and
+            returns a flat dict of JSON-able results; used by ``marginlab sweep``.
+        grid: optional default sweep grid per scale: scale -> {setting: [values]}.
     """
 
     id: str
@@ -64,6 +68,8 @@ class Experiment:
     reference: str
     scales: Mapping[str, Mapping[str, Any]]
     run: Callable[[RunRequest], Path]
+    trial: Callable[[Mapping[str, Any]], dict] | None = None
+    grid: Mapping[str, Mapping[str, list]] = field(default_factory=dict)
 
     def request(self, scale: str, out: Path, overrides: Mapping[str, Any] | None = None,
                 **kwargs) -> RunRequest:

@@ -60,6 +60,9 @@ Method = Literal["fast", "cw"]
 METHODS = ("fast", "cw")
 DEFAULT_STEPS = {"fast": 100, "cw": 10000}
 BISECTION_STEPS = 20
+# DeepFool only seeds FMN: linearizing the 3 strongest competitors instead of foolbox's 10 gave
+# the same FMN distances on a trained MNIST CNN at a third of DeepFool's cost.
+DEEPFOOL_CANDIDATES = 4
 
 
 class L2FMNAttack(fb.attacks.L2FMNAttack):
@@ -233,15 +236,16 @@ def _fast_candidates(fmodel, model: nn.Module, X: Tensor, y: Tensor, steps: int
     crit = fb.criteria.Misclassification(y)
     ddn = fb.attacks.DDNAttack(steps=steps).run(fmodel, X, crit)
     out = [("ddn", ddn), ("ddn+bisection", refine_along_ray(model, X, ddn, y))]
-    start = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02).run(
-        fmodel, X, crit)
+    deepfool = fb.attacks.L2DeepFoolAttack(steps=50, candidates=DEEPFOOL_CANDIDATES,
+                                           overshoot=0.02)
+    start = deepfool.run(fmodel, X, crit)
     out.append(("deepfool", start))
     # FMN asserts that its starting points are adversarial: run it on those only.
     ok = _margins_of(model, start, y) < 0
     if ok.any():
         idx = ok.nonzero()[:, 0]
         sub = L2FMNAttack(steps=steps).run(fmodel, X[idx], fb.criteria.Misclassification(y[idx]),
-                                       starting_points=ep.astensor(start[idx]))
+                                           starting_points=ep.astensor(start[idx]))
         fmn = X.clone()
         fmn[idx] = sub
         out += [("fmn", fmn), ("fmn+bisection", refine_along_ray(model, X, fmn, y))]
@@ -317,7 +321,7 @@ def attack(
     distance = torch.zeros(n, dtype=torch.float64)
     x_adv = X.clone()
     found_by = np.full(n, "", dtype=object)
-    with _frozen(model), torch.random.fork_rng(devices=[]):
+    with _frozen(net), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         margin = _margins_of(net, X, labels)
         correct = margin > 0

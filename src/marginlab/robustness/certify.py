@@ -395,7 +395,7 @@ def _dense_chain(model: nn.Module, input_shape: tuple[int, ...]
 
 
 def _min_linear(A: Tensor, x0: Tensor, r: Tensor, dlo: Tensor | None, dhi: Tensor | None,
-                dual_steps: int = 40) -> Tensor:
+                dual_steps: int = 25) -> Tensor:
     """Lower bound of min A x' over ‖x' − x0‖₂ ≤ r (∩ x0 + [dlo, dhi]).
 
     Ball only: A x0 − r‖A‖ (exact). With the box, weak duality: for every λ > 0,
@@ -449,54 +449,67 @@ def _relax(l: Tensor, u: Tensor, slope: float) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class _Crown:
-    """CROWN bounds of linear functions of a dense ReLU chain over ball (∩ box) input sets.
+    """CROWN lower bounds of linear functions of a dense ReLU chain over ball (∩ box) sets.
 
-    Pre-activation bounds of hidden layers are computed over the ball alone when
-    ``box_hidden`` is False (cheaper: a superset, so still sound); the final specification
-    always uses the box when one is given.
+    Pre-activation bounds of the hidden layers are taken over the ball alone (a superset of
+    ball ∩ box, so still sound, and computable through the Gram matrix of the first layer);
+    the final specification uses the box when one is given.
     """
 
-    def __init__(self, affines: list[_Affine], slopes: list[float], *, box_hidden: bool):
+    def __init__(self, affines: list[_Affine], slopes: list[float]):
         self.affines = affines
         self.slopes = slopes
-        self.box_hidden = box_hidden
-        self.row_norms0 = affines[0].weight.norm(dim=1)
+        w0 = affines[0].weight
+        self.row_norms0 = w0.norm(dim=1)
+        self.gram0 = w0 @ w0.T  # (n_0, n_0): ‖Aᵀ W_0‖² = A G Aᵀ without forming A W_0
 
-    def _backward(self, spec: Tensor, k: int, relax, x0, r, dlo, dhi) -> Tensor:
-        """Lower bounds of spec · z_k, spec (B, R, n_k), using relaxations of layers < k."""
+    def _backward(self, spec: Tensor, k: int, relax, z0: Tensor, x0: Tensor, r: Tensor,
+                  box: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Lower bounds of spec · z_k, spec (B, R, n_k), using relaxations of layers < k.
+
+        z0 (B, n_0) is W_0 x0 + b_0, the first pre-activation at the centre.
+        """
         A = spec
-        const = torch.einsum("brn,n->br", A, self.affines[k].bias)
+        const = torch.zeros(spec.shape[:2], dtype=spec.dtype)
+        if k > 0:  # the bias of z_0 is added at the end
+            const = const + torch.einsum("brn,n->br", A, self.affines[k].bias)
         for j in range(k - 1, -1, -1):
             A = torch.einsum("brn,nm->brm", A, self.affines[j + 1].weight)
             alpha, beta, gamma = relax[j]
             pos, neg = A.clamp_min(0), A.clamp_max(0)
             const = const + torch.einsum("brm,bm->br", neg, gamma)
             A = pos * alpha[:, None, :] + neg * beta[:, None, :]
-            const = const + torch.einsum("brm,m->br", A, self.affines[j].bias)
+            if j > 0:
+                const = const + torch.einsum("brm,m->br", A, self.affines[j].bias)
+        # A now multiplies z_0 = W_0 x + b_0
+        if box is None:  # exact minimum over the ball: A z0 − r ‖Aᵀ W_0‖
+            sq = torch.einsum("brn,nm,brm->br", A, self.gram0, A).clamp_min(0)
+            return const + torch.einsum("brn,bn->br", A, z0) - r[:, None] * sq.sqrt()
+        const = const + torch.einsum("brn,n->br", A, self.affines[0].bias)
         A = torch.einsum("brn,nm->brm", A, self.affines[0].weight)
-        return const + _min_linear(A, x0, r, dlo, dhi)
+        return const + _min_linear(A, x0, r, *box)
 
-    def lower(self, spec: Tensor, x0: Tensor, r: Tensor, dlo, dhi) -> Tensor:
-        """Lower bounds (B, R) of spec · Φ(x') over the input sets."""
+    def lower(self, spec: Tensor, x0: Tensor, r: Tensor,
+              box: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Lower bounds (B, R) of spec · Φ(x') over the input sets around x0 (B, d)."""
+        z0 = x0 @ self.affines[0].weight.T + self.affines[0].bias
         relax = []
-        hidden_box = (dlo, dhi) if self.box_hidden else (None, None)
         for k in range(len(self.slopes)):
-            if k == 0 and hidden_box[0] is None:  # exact over the ball: W x0 + b ± r‖W_i‖
-                center = x0 @ self.affines[0].weight.T + self.affines[0].bias
+            if k == 0:  # exact over the ball: W_0 x0 + b_0 ± r‖(W_0)_i‖
                 radius = r[:, None] * self.row_norms0
-                l, u = center - radius, center + radius
+                l, u = z0 - radius, z0 + radius
             else:
                 n = self.affines[k].weight.shape[0]
                 eye = torch.eye(n, dtype=torch.float64).expand(x0.shape[0], n, n)
-                both = self._backward(torch.cat([eye, -eye], 1), k, relax, x0, r, *hidden_box)
+                both = self._backward(torch.cat([eye, -eye], 1), k, relax, z0, x0, r, None)
                 l, u = both[:, :n], -both[:, n:]
             relax.append(_relax(l, u, self.slopes[k]))
-        return self._backward(spec, len(self.slopes), relax, x0, r, dlo, dhi)
+        return self._backward(spec, len(self.slopes), relax, z0, x0, r, box)
 
 
 def crown_radius(model: nn.Module, X: Tensor, y: Tensor, hi: Tensor, *,
                  bounds: tuple[float, float] | None = (0.0, 1.0), steps: int = 20,
-                 chunk: int = 16, box_hidden: bool = False) -> np.ndarray:
+                 chunk: int = 16) -> np.ndarray:
     """Largest radius (by bisection on [0, hi]) at which CROWN certifies each point.
 
     Args:
@@ -507,8 +520,6 @@ def crown_radius(model: nn.Module, X: Tensor, y: Tensor, hi: Tensor, *,
         bounds: data domain intersected with the ball (None: the ball only).
         steps: bisection steps.
         chunk: points per CROWN pass.
-        box_hidden: use the box for the hidden layers' pre-activation bounds too (tighter,
-            ~40 times the cost).
 
     Returns:
         (N,) float64 certified radii (0 where nothing is certified).
@@ -517,7 +528,7 @@ def crown_radius(model: nn.Module, X: Tensor, y: Tensor, hi: Tensor, *,
         Unsupported: the model has pooling, unsupported layers, or layers too large.
     """
     affines, slopes = _dense_chain(model, tuple(X.shape[1:]))
-    crown = _Crown(affines, slopes, box_hidden=box_hidden)
+    crown = _Crown(affines, slopes)
     n_out = affines[-1].weight.shape[0]
     X64 = X.reshape(X.shape[0], -1).double().cpu()
     spec_all = _spec(_labels(y, n_out), n_out)
@@ -529,14 +540,12 @@ def crown_radius(model: nn.Module, X: Tensor, y: Tensor, hi: Tensor, *,
     for start in range(0, X.shape[0], chunk):
         x0 = X64[start:start + chunk]
         spec = spec_all[start:start + chunk]
-        dlo = dhi = None
-        if bounds is not None:
-            dlo, dhi = bounds[0] - x0, bounds[1] - x0
+        box = None if bounds is None else (bounds[0] - x0, bounds[1] - x0)
         lo_r = torch.zeros(x0.shape[0], dtype=torch.float64)
         hi_r = hi[start:start + chunk]
         for _ in range(steps):
             mid = (lo_r + hi_r) / 2
-            ok = crown.lower(spec, x0, mid, dlo, dhi).min(1).values > 0
+            ok = crown.lower(spec, x0, mid, box).min(1).values > 0
             lo_r = torch.where(ok, mid, lo_r)
             hi_r = torch.where(ok, hi_r, mid)
         out[start:start + chunk] = lo_r.numpy()

@@ -16,6 +16,7 @@ with misclassified points counted as not robust at every ε ≥ 0.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -150,6 +151,31 @@ class RobustnessResult:
             "certify_seconds": self.certify_seconds,
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RobustnessResult:
+        """Rebuild a result written by :meth:`as_dict` (and read back from JSON)."""
+        try:
+            return cls(
+                upper=_floats(d["upper"]),
+                lower=_floats(d["lower"]),
+                correct=np.asarray(d["correct"], dtype=bool),
+                margin=_floats(d["margin"]),
+                lower_by={k: _floats(v) for k, v in d.get("lower_by", {}).items()},
+                found_by=np.asarray(d.get("found_by", [""] * len(d["upper"])), dtype=object),
+                method=str(d["method"]),
+                steps=int(d["steps"]),
+                attack_seconds=float(d.get("attack_seconds", math.nan)),
+                certify_seconds=float(d.get("certify_seconds", math.nan)),
+                notes=dict(d.get("notes", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MarginlabError(f"not a robustness result ({exc})") from None
+
+
+def _floats(values) -> np.ndarray:
+    """Floats from JSON, where non-finite values were written as strings ("inf", "nan")."""
+    return np.asarray([float(v) for v in values], dtype=np.float64)
 
 
 def _median(v: np.ndarray) -> float:

@@ -165,7 +165,9 @@ def fit(
         checkpoint_every: epochs between resume checkpoints.
         trajectory_every: save the parameters every this many epochs (for direction analysis).
         eval_batch_size: batch size of the end-of-epoch evaluation.
-        max_retries: rolled-back epochs in a row before giving up.
+        max_retries: diverged (NaN/inf) attempts at one epoch before giving up. Finite epochs
+            that a schedule rolls back are bounded by the schedule itself (the loss-based one
+            stops at its ``min_alpha`` with :class:`StepSizeUnderflowError`).
         data_info: description of the data recorded in config.json (e.g. name and subset).
         extra_config: more entries for config.json (e.g. the TrainSpec that built the run).
         progress: show a progress bar (default: when attached to a terminal).
@@ -258,7 +260,9 @@ def fit(
             raise MarginlabError("the initial training loss is not finite")
         state["frame"] = current["log_loss_sum"] - math.log(n)
     frame = state["frame"]
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    # Plain SGD (no momentum) written out: torch.optim's first use imports torch._dynamo,
+    # seconds of start-up for every run.
+    params = [p for p in model.parameters() if p.requires_grad]
     stop_reason = "epochs"
     bar = tqdm(total=epochs, initial=state["epoch"], desc="train", unit="epoch",
                disable=(None if progress is None else not progress), dynamic_ncols=True)
@@ -269,14 +273,14 @@ def fit(
                 stop_reason = "time"
                 break
             epoch += 1
-            retries = 0
+            retries = diverged = 0
             while True:
                 schedule.start_epoch(epoch)
                 step = schedule.relative_step(frame)
                 log_lr = schedule.log_lr(frame)
                 lam = weight_decay.at(epoch) if weight_decay is not None else 0.0
                 saved = [p.detach().clone() for p in model.parameters()]
-                steps = _run_epoch(model, opt, X_dev, y_dev, loss_fn, frame, step, log_lr, lam,
+                steps = _run_epoch(model, params, X_dev, y_dev, loss_fn, frame, step, log_lr, lam,
                                    weight_decay.power if weight_decay else 2.0, bs, gen)
                 stats = evaluate()
                 new_frame = stats["log_loss_sum"] - math.log(n)
@@ -289,14 +293,15 @@ def fit(
                 if keep:
                     break
                 retries += 1
+                diverged += not math.isfinite(new_frame)
                 if run is not None:
                     storage.append_jsonl(run.events_path, {
                         "event": "retry", "epoch": epoch, "log10_loss_before": frame / LN10,
                         "log10_loss_after": new_frame / LN10, "alpha_next": schedule.alpha})
-                if retries >= max_retries:
+                if diverged >= max_retries:
                     raise MarginlabError(
-                        f"epoch {epoch} was rolled back {retries} times in a row; training "
-                        "diverges at this step size")
+                        f"epoch {epoch} diverged (NaN/inf loss) in {diverged} attempts; "
+                        "training diverges at this step size")
             frame = new_frame
             record = {"epoch": epoch, **stats, "alpha": schedule.alpha,
                       "lr": math.exp(log_lr) if log_lr < 709 else math.inf,
@@ -353,7 +358,7 @@ def _restore(model: nn.Module, saved: list[Tensor]) -> None:
             p.copy_(s)
 
 
-def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, X: Tensor, y: Tensor, loss: Loss,
+def _run_epoch(model: nn.Module, params: list[Tensor], X: Tensor, y: Tensor, loss: Loss,
                frame: float, step: float, log_lr: float, lam: float, power: float, bs: int,
                gen: torch.Generator) -> int:
     """One pass of SGD over a fresh shuffle; returns the number of steps taken.
@@ -364,24 +369,30 @@ def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, X: Tensor, y: Tenso
     """
     n = X.shape[0]
     order = torch.randperm(n, generator=gen).to(X.device)
-    for g in opt.param_groups:
-        g["lr"] = step
-    wd_scale = lam * math.exp(log_lr - math.log(step)) if lam > 0 and step > 0 else 0.0
+    # λ's gradient enters R's units scaled by η/step = e^{−frame}.
+    if lam > 0 and -frame > 700:
+        raise MarginlabError("weight decay needs a loss above 1e-300; a run with a loss this "
+                             "small is not a weakly regularized one")
+    wd_scale = lam * math.exp(-frame) if lam > 0 else 0.0
     steps = 0
     for start in range(0, n, bs):
         idx = order[start:start + bs]
         log_l = _batch_log_loss(model(X[idx]), y[idx], loss)
         log_mean = torch.logsumexp(log_l, 0) - math.log(idx.numel())
         rescaled = torch.exp(log_mean - frame)
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         rescaled.backward()
         if wd_scale:
             with torch.no_grad():
-                params = [p for p in model.parameters() if p.grad is not None]
-                norm = torch.sqrt(sum(p.double().pow(2).sum() for p in params))
+                with_grad = [p for p in params if p.grad is not None]
+                norm = torch.sqrt(sum(p.double().pow(2).sum() for p in with_grad))
                 coef = wd_scale * power * float(norm) ** (power - 2)
-                for p in params:
+                for p in with_grad:
                     p.grad.add_(p, alpha=coef)
-        opt.step()
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-step)
         steps += 1
     return steps

@@ -107,9 +107,11 @@ class RunDir:
             RunDirectoryError: the directory holds a different run (without ``overwrite``), or
                 holds this run and neither ``resume`` nor ``overwrite`` was given.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path} exists and is not a directory")
         exists = self.path.exists() and any(self.path.iterdir())
         if exists and overwrite:
-            if not self.config_path.exists() and not resume:
+            if not self.config_path.exists():
                 # Refuse to wipe a directory that marginlab did not write.
                 raise RunDirectoryError(
                     f"{self.path} is not empty and holds no marginlab run; choose another "
@@ -134,11 +136,14 @@ class RunDir:
                     f"{self.path} already holds this run; use --resume to continue it or "
                     "--overwrite to start again"
                 )
-            if not self.checkpoint_path.exists():
-                return False  # interrupted before its first checkpoint: start afresh in place
             merged = dict(old)
             merged.update({k: v for k, v in config.items() if k not in IDENTITY_KEYS})
             storage.write_json(self.config_path, merged)
+            if not self.checkpoint_path.exists():
+                # Interrupted before its first checkpoint: start afresh in place, dropping any
+                # metrics written past it.
+                self.metrics_path.unlink(missing_ok=True)
+                return False
             return True
         self.path.mkdir(parents=True, exist_ok=True)
         storage.write_json(self.config_path, config)

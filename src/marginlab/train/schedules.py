@@ -148,15 +148,17 @@ class LossBasedLR(Schedule):
     name = "loss_based"
 
     def __post_init__(self):
+        finite = math.isfinite
         checks = [
-            (self.alpha0 > 0, f"alpha0 must be > 0, got {self.alpha0}"),
-            (self.up > 1, f"up must be > 1, got {self.up}"),
-            (self.down > 1, f"down must be > 1, got {self.down}"),
+            (finite(self.alpha0) and self.alpha0 > 0,
+             f"alpha0 must be finite and > 0, got {self.alpha0}"),
+            (finite(self.up) and self.up > 1, f"up must be finite and > 1, got {self.up}"),
+            (finite(self.down) and self.down > 1, f"down must be finite and > 1, got {self.down}"),
             (0 < self.min_alpha <= self.alpha0, "need 0 < min_alpha <= alpha0"),
             (self.alpha0 <= self.max_alpha, "need alpha0 <= max_alpha"),
         ]
         for ok, msg in checks:
-            if not ok or any(not math.isfinite(v) for v in (self.alpha0, self.up, self.down)):
+            if not ok:
                 raise MarginlabError(f"invalid loss-based schedule: {msg}")
         self._alpha = float(self.alpha0)
 

@@ -1,0 +1,361 @@
+"""Products with the margin Jacobian J (rows ∇_θ q_n(θ)) that never form the N×P matrix.
+
+The KKT residual and the tangent-kernel SVM (Lyu & Li, Appendix C) need three things of
+J ∈ ℝ^{N×P}: Jᵀw (one vector–Jacobian product: the gradient of Σ_n w_n q_n), Jv (one
+Jacobian–vector product, forward mode) and the Gram matrix G = J_A J_Aᵀ over a subset A with
+b = J_A θ. G is built by one of two products, chosen per model:
+
+- ``layer-products``: when every parameter is the weight or bias of an ``nn.Linear`` (2-D input)
+  or ``nn.Conv2d`` (groups 1, zero padding) called once per forward, one forward and one
+  backward pass over the samples give each layer's inputs a_n and output cotangents g_n. A
+  Linear weight's per-sample gradient is the outer product g_n a_nᵀ, so its Gram block is
+  (g_n·g_m)(a_n·a_m) and never needs the P-vector; a Conv2d's per-sample gradient is
+  g_n·unfold(a_n)ᵀ (Cout × Cin·k·k, small) and is formed explicitly.
+- ``per-sample-gradients``: any other model. Rows of J are formed a chunk at a time with
+  ``torch.func.vmap(grad)`` (B×P with B set by the memory budget) and contracted into G chunk
+  pair by chunk pair; the whole of J is never held.
+
+Margins use fixed output coefficients c_n, q_n = ⟨c_n, Φ(θ; x_n)⟩: c_n = y_n ∈ {±1} for one
+output, and c_n = e_{y_n} − e_{j*} for C outputs, where j* is the first index (torch.argmax's
+rule) attaining max_{j≠y_n} Φ_j at the θ the object was built at. At a tie between competitors
+this picks one active piece of the max, whose gradient is an element of the Clarke
+subdifferential ∂°q_n (Lyu & Li, Def. C.5 allows any element); ReLU kinks take autograd's
+relu'(0) = 0. Everything runs on a float64 copy of the model in eval mode, which is assumed to
+treat samples independently (no batch statistics).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from marginlab.errors import MarginlabError
+from marginlab.margins import validate_data
+
+__all__ = ["MarginJacobian"]
+
+FLOAT_BYTES = 8
+
+
+@dataclass
+class _LayerFactors:
+    """Per-sample factors of one layer's gradient, for the samples of one chunk."""
+
+    kind: str  # "linear" (outer product g aᵀ, plus g for the bias) or "rows" (explicit rows)
+    a: Tensor | None = None  # (B, in) Linear inputs
+    g: Tensor | None = None  # (B, out) Linear output cotangents
+    bias: bool = False
+    rows: Tensor | None = None  # (B, k) explicit per-sample gradient rows (Conv2d)
+
+
+class MarginJacobian:
+    """The margins q(θ) = (q_1..q_N) of a model on a data set, with products by their Jacobian.
+
+    Args:
+        model: the network; a float64 copy is made, the original is not touched.
+        X: inputs (N, ...). y: labels (N,), in {±1}/{0,1} for one output, [C] for C outputs.
+        batch_size: samples per forward/backward pass.
+        memory_limit: bytes the Gram builder may use for per-sample rows and factors.
+
+    Raises:
+        MarginlabError: invalid data, or labels that do not fit the model's outputs.
+    """
+
+    def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256,
+                 memory_limit: float = 2 * 2**30):
+        validate_data(X, y)
+        self.model = copy.deepcopy(model).to(torch.float64).eval()
+        self.params = dict(self.model.named_parameters())
+        if not self.params:
+            raise MarginlabError("the model has no parameters")
+        self.names = tuple(self.params)
+        self.shapes = [p.shape for p in self.params.values()]
+        self.sizes = [p.numel() for p in self.params.values()]
+        self.n_params = sum(self.sizes)
+        self.X = X.to(torch.float64)
+        self.batch_size = max(1, int(batch_size))
+        self.memory_limit = float(memory_limit)
+        self.coef = self._coefficients(y)
+        self._plan: list[tuple[str, nn.Module]] | None | bool = False  # False: not yet probed
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    def _forward(self, xb: Tensor) -> Tensor:
+        out = self.model(xb)
+        if out.shape[0] != xb.shape[0]:
+            raise MarginlabError(f"the model returned {out.shape[0]} outputs for "
+                                 f"{xb.shape[0]} inputs")
+        return out.reshape(out.shape[0], -1)
+
+    def _coefficients(self, y: Tensor) -> Tensor:
+        outs = []
+        with torch.no_grad():
+            for idx in self._chunks(torch.arange(self.X.shape[0])):
+                outs.append(self._forward(self.X[idx]))
+        out = torch.cat(outs)
+        if not torch.isfinite(out).all():
+            raise MarginlabError("the model's outputs are not finite")
+        if out.shape[1] == 1:
+            values = set(torch.unique(y).tolist())
+            if values <= {-1, 1}:
+                sign = y.to(torch.float64)
+            elif values <= {0, 1}:
+                sign = 2.0 * y.to(torch.float64) - 1.0
+            else:
+                raise MarginlabError("a model with one output needs labels in {-1, +1} or "
+                                     f"{{0, 1}}, got {sorted(values)[:5]}")
+            return sign.view(-1, 1)
+        yi = y.long()
+        if yi.min() < 0 or yi.max() >= out.shape[1]:
+            raise MarginlabError(f"labels must be in [0, {out.shape[1] - 1}] for a model with "
+                                 f"{out.shape[1]} outputs")
+        others = out.scatter(1, yi.view(-1, 1), -math.inf)
+        rival = others.argmax(1)  # first index attaining the max: the tie rule
+        n_cls = out.shape[1]
+        return (nn.functional.one_hot(yi, n_cls) - nn.functional.one_hot(rival, n_cls)).double()
+
+    def _chunks(self, idx: Tensor, size: int | None = None) -> Iterator[Tensor]:
+        size = size or self.batch_size
+        for start in range(0, idx.numel(), size):
+            yield idx[start : start + size]
+
+    # ---- parameters -----------------------------------------------------------------------
+
+    def theta(self) -> Tensor:
+        """θ flattened in ``named_parameters`` order, (P,)."""
+        return torch.cat([p.detach().reshape(-1) for p in self.params.values()])
+
+    def scale_(self, c: float) -> None:
+        """θ ← c·θ in place."""
+        with torch.no_grad():
+            for p in self.params.values():
+                p.mul_(c)
+
+    def _unflatten(self, v: Tensor) -> dict[str, Tensor]:
+        return {n: t.view(s) for n, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
+
+    # ---- products -------------------------------------------------------------------------
+
+    def margins(self, idx: Tensor | None = None) -> Tensor:
+        """q_n(θ) for n in ``idx`` (all by default), float64."""
+        idx = torch.arange(self.X.shape[0]) if idx is None else idx
+        qs = []
+        with torch.no_grad():
+            for chunk in self._chunks(idx):
+                qs.append((self._forward(self.X[chunk]) * self.coef[chunk]).sum(1))
+        return torch.cat(qs) if qs else torch.zeros(0, dtype=torch.float64)
+
+    def vjp(self, idx: Tensor, w: Tensor) -> Tensor:
+        """Jᵀw = Σ_n w_n ∇q_n(θ) over n in ``idx``, (P,): one backward pass per batch."""
+        total = torch.zeros(self.n_params, dtype=torch.float64)
+        params = list(self.params.values())
+        for pos in self._chunks(torch.arange(idx.numel())):
+            chunk = idx[pos]
+            q = (self._forward(self.X[chunk]) * self.coef[chunk]).sum(1)
+            grads = torch.autograd.grad((q * w[pos]).sum(), params, allow_unused=True)
+            total += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                for g, p in zip(grads, params)])
+        return total
+
+    def jvp(self, idx: Tensor, v: Tensor) -> Tensor:
+        """Jv = (⟨∇q_n(θ), v⟩)_{n ∈ idx}, (len(idx),): forward-mode, one pass per batch."""
+        primals = {n: p.detach() for n, p in self.params.items()}
+        tangents = self._unflatten(v)
+        out = []
+        for chunk in self._chunks(idx):
+            xb, cb = self.X[chunk], self.coef[chunk]
+
+            def q_of(p, xb=xb, cb=cb):
+                return (functional_call(self.model, p, (xb,)).reshape(xb.shape[0], -1)
+                        * cb).sum(1)
+
+            out.append(jvp(q_of, (primals,), (tangents,))[1].detach())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    # ---- Gram matrix ----------------------------------------------------------------------
+
+    def _layer_plan(self) -> list[tuple[str, nn.Module]] | None:
+        """Linear/Conv2d layers holding every parameter, each called once; None if not so."""
+        if self._plan is not False:
+            return self._plan  # type: ignore[return-value]
+        plan: list[tuple[str, nn.Module]] = []
+        owned: set[int] = set()
+        for name, mod in self.model.named_modules():
+            direct = list(mod.parameters(recurse=False))
+            if not direct:
+                continue
+            ok = (isinstance(mod, nn.Linear)
+                  or (isinstance(mod, nn.Conv2d) and mod.groups == 1
+                      and mod.padding_mode == "zeros" and not isinstance(mod.padding, str)))
+            if not ok:
+                self._plan = None
+                return None
+            plan.append((name, mod))
+            owned.update(id(p) for p in direct)
+        if owned != {id(p) for p in self.params.values()}:
+            self._plan = None
+            return None
+        calls: dict[str, list[int]] = {name: [] for name, _ in plan}
+        handles = [mod.register_forward_hook(
+            lambda m, inp, out, name=name: calls[name].append(inp[0].dim()))
+            for name, mod in plan]
+        try:
+            with torch.no_grad():
+                self._forward(self.X[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        good = all(len(c) == 1 and (c[0] == 2 if isinstance(mod, nn.Linear) else c[0] == 4)
+                   for (name, mod), c in zip(plan, calls.values()))
+        self._plan = plan if good else None
+        return self._plan
+
+    @property
+    def gram_builder(self) -> str:
+        """``layer-products`` or ``per-sample-gradients`` (see the module docstring)."""
+        return "layer-products" if self._layer_plan() is not None else "per-sample-gradients"
+
+    def factor_bytes_per_sample(self) -> int:
+        """Bytes of per-sample data the Gram builder holds for each sample."""
+        plan = self._layer_plan()
+        if plan is None:
+            return self.n_params * FLOAT_BYTES
+        total = 0
+        for _, mod in plan:
+            if isinstance(mod, nn.Linear):
+                total += mod.in_features + mod.out_features
+            else:
+                total += mod.weight.numel() + (mod.out_channels if mod.bias is not None else 0)
+        return total * FLOAT_BYTES
+
+    def _factors(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
+        """Layer factors for the samples in ``chunk`` and b = J_chunk θ."""
+        plan = self._layer_plan()
+        assert plan is not None
+        inputs: dict[str, Tensor] = {}
+        outputs: dict[str, Tensor] = {}
+
+        def hook(mod, inp, out, name):
+            inputs[name] = inp[0].detach()
+            outputs[name] = out
+
+        handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
+                   for name, mod in plan]
+        try:
+            q = (self._forward(self.X[chunk]) * self.coef[chunk]).sum(1)
+        finally:
+            for h in handles:
+                h.remove()
+        names = [name for name, _ in plan]
+        # Samples are independent, so d(Σ_n q_n)/d(output of sample n) = dq_n/d(output n).
+        cot = torch.autograd.grad(q.sum(), [outputs[n] for n in names], allow_unused=True)
+        factors, b = [], torch.zeros(chunk.numel(), dtype=torch.float64)
+        for (name, mod), g in zip(plan, cot):
+            a = inputs[name]
+            g = torch.zeros_like(outputs[name]) if g is None else g.detach()
+            if isinstance(mod, nn.Linear):
+                has_bias = mod.bias is not None
+                b += (g * (a @ mod.weight.detach().T)).sum(1)
+                if has_bias:
+                    b += g @ mod.bias.detach()
+                factors.append(_LayerFactors("linear", a=a, g=g, bias=has_bias))
+            else:
+                cols = nn.functional.unfold(a, mod.kernel_size, dilation=mod.dilation,
+                                            padding=mod.padding, stride=mod.stride)
+                g2 = g.reshape(g.shape[0], g.shape[1], -1)
+                rows = torch.einsum("bot,bkt->bok", g2, cols).reshape(g.shape[0], -1)
+                flat_w = mod.weight.detach().reshape(-1)
+                if mod.bias is not None:
+                    rows = torch.cat([rows, g2.sum(2)], 1)
+                    flat_w = torch.cat([flat_w, mod.bias.detach()])
+                b += rows @ flat_w
+                factors.append(_LayerFactors("rows", rows=rows))
+        return factors, b
+
+    @staticmethod
+    def _factor_block(fi: list[_LayerFactors], fj: list[_LayerFactors]) -> Tensor:
+        block = None
+        for a, c in zip(fi, fj):
+            if a.kind == "linear":
+                gg = a.g @ c.g.T
+                part = gg * (a.a @ c.a.T) + (gg if a.bias else 0.0)
+            else:
+                part = a.rows @ c.rows.T
+            block = part if block is None else block + part
+        return block
+
+    def _per_sample_rows(self, chunk: Tensor) -> Tensor:
+        primals = {n: p.detach() for n, p in self.params.items()}
+
+        def q_one(p, x, c):
+            return (functional_call(self.model, p, (x.unsqueeze(0),)).reshape(-1) * c).sum()
+
+        g = vmap(grad(q_one), in_dims=(None, 0, 0))(primals, self.X[chunk], self.coef[chunk])
+        return torch.cat([g[n].reshape(chunk.numel(), -1) for n in self.names], 1)
+
+    def gram(self, idx: Tensor, *, builder: str | None = None) -> tuple[Tensor, Tensor]:
+        """G = J_A J_Aᵀ and b = J_A θ over A = ``idx``.
+
+        Args:
+            idx: sample indices (n,).
+            builder: ``layer-products`` or ``per-sample-gradients``; default
+                :attr:`gram_builder`.
+
+        Returns:
+            (G, b): float64 tensors of shapes (n, n) and (n,).
+        """
+        builder = builder or self.gram_builder
+        n = idx.numel()
+        G = torch.zeros(n, n, dtype=torch.float64)
+        b = torch.zeros(n, dtype=torch.float64)
+        if n == 0:
+            return G, b
+        per_sample = max(1, self.factor_bytes_per_sample() if builder == "layer-products"
+                         else self.n_params * FLOAT_BYTES)
+        # Two chunks of per-sample data live at once; the rest of the budget is for G.
+        room = max(self.memory_limit - 3 * n * n * FLOAT_BYTES, 0.0) / 2
+        size = int(min(n, max(1, room // per_sample)))
+        if builder == "per-sample-gradients":
+            size = min(size, self.batch_size)
+        chunks = list(self._chunks(torch.arange(n), size))
+        theta = self.theta()
+
+        def data(pos: Tensor):
+            if builder == "layer-products":
+                return self._factors(idx[pos])
+            rows = self._per_sample_rows(idx[pos])
+            return rows, rows @ theta
+
+        def block(di, dj) -> Tensor:
+            if builder == "layer-products":
+                return self._factor_block(di, dj)
+            return di @ dj.T
+
+        for i, pi in enumerate(chunks):
+            di, bi = data(pi)
+            b[pi] = bi
+            G[pi[:, None], pi[None, :]] = block(di, di)
+            for pj in chunks[i + 1 :]:
+                dj, _ = data(pj)
+                Gij = block(di, dj)
+                G[pi[:, None], pj[None, :]] = Gij
+                G[pj[:, None], pi[None, :]] = Gij.T
+        return G, b
+
+    # ---- helpers for solvers --------------------------------------------------------------
+
+    def gram_fits(self, n: int) -> bool:
+        """Whether an n×n Gram matrix, its eigenvectors and one chunk of per-sample data fit in
+        the memory budget."""
+        return 3 * n * n * FLOAT_BYTES + 2 * self.factor_bytes_per_sample() <= self.memory_limit
+
+
+def as_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
