@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check -q
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow test-ray lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The Ray backend of the sweep runner against a real local Ray instance (about a minute).
+test-ray: $(STAMP)
+	$(PIP) install -c constraints.txt -e ".[ray]"
+	$(BIN)/python -m pytest -q tests/test_sweep_ray.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

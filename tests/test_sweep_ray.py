@@ -44,7 +44,7 @@ def ray_instance():
 
 def test_training_sweep_equals_local_backend(tmp_path, ray_instance):
     spec = SweepSpec.from_dict({"train": TRAIN, "grid": {"widths": [[8], [16]]},
-                                "seeds": [0, 1]})
+                                "seeds": [0, 1], "run_dirs": True})
     local = run_sweep(spec, tmp_path / "local", workers=2, progress=False)
     remote = run_sweep(spec, tmp_path / "ray", backend="ray", progress=False)
     assert local.ok and remote.ok, (local.failed, remote.failed)
@@ -56,6 +56,9 @@ def test_training_sweep_equals_local_backend(tmp_path, ray_instance):
             {k: v for k, v in b.result.items() if k not in TIMING}
     assert {r.host for r in remote.records}.isdisjoint({r.host for r in local.records})
     assert (tmp_path / "ray" / "plots" / "sweep.png").exists()
+    for rec in remote.records:  # each Ray task wrote its own run directory
+        last = storage.read_jsonl(tmp_path / "ray" / "runs" / rec.id / "metrics.jsonl")[-1]
+        assert last["epoch"] == 2 and last["q_min"] == rec.result["q_min"]
 
 
 def test_failures_and_resume_on_ray(tmp_path, ray_instance):

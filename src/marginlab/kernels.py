@@ -252,9 +252,10 @@ def l1_margin_1d(x, y, *, tol: float = 1e-9, init_angles: int = 64,
             return ContinuumL1Result(margin=margin, upper_bound=upper, gap=float(gap),
                                      angles=angles[keep], weights=alpha[keep], dual=dual,
                                      iterations=it)
+        # Keep every column: dropping idle ones leaves the LP's dual degenerate, and a dual
+        # chosen among many may price the continuum badly (the bound then stalls).
         new = cand[np.abs(g) > margin * (1 + 0.1 * tol)][: 2 * len(x)]
-        # Keep the support and drop idle columns, so the LP stays small.
-        angles = np.unique(np.concatenate([angles[alpha != 0] if it > 3 else angles, new]))
+        angles = np.unique(np.concatenate([angles, new]))
     raise MarginlabError(f"continuum ℓ1-SVM did not converge in {max_iter} rounds (gap {gap:.2e})")
 
 

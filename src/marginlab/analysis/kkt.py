@@ -342,8 +342,9 @@ def _nnls_projected_gradient(jac: MarginJacobian, idx: Tensor, theta: Tensor, ma
     b_pos = torch.clamp(b, min=0)
     u = jac.vjp(idx, b_pos)
     lam = b_pos * (float(b_pos @ b) / max(float(u @ u), 1e-300))
-    z, t, it = lam.clone(), 1.0, 0
-    for it in range(1, max_iter + 1):
+    z, t, iterations = lam.clone(), 1.0, 0
+    for _ in range(max_iter):
+        iterations += 1
         g_z = -jac.jvp(idx, theta - jac.vjp(idx, z))
         new = torch.clamp(z - g_z / lip, min=0)
         if lip * float((new - z).norm()) <= tol * scale:
@@ -358,4 +359,4 @@ def _nnls_projected_gradient(jac: MarginJacobian, idx: Tensor, theta: Tensor, ma
             t = t_next
         lam = new
     g_lam = -jac.jvp(idx, theta - jac.vjp(idx, lam))
-    return as_numpy(lam), as_numpy(g_lam), it, scale
+    return as_numpy(lam), as_numpy(g_lam), iterations, scale

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ class MarginJacobian:
         self.batch_size = max(1, int(batch_size))
         self.memory_limit = float(memory_limit)
         self.coef = self._coefficients(y)
-        self._plan: list[tuple[str, nn.Module]] | None | bool = False  # False: not yet probed
+        self._plan: list[tuple[str, nn.Module]] | bool | None = False  # False: not yet probed
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -176,7 +177,10 @@ class MarginJacobian:
                 return (functional_call(self.model, p, (xb,)).reshape(xb.shape[0], -1)
                         * cb).sum(1)
 
-            out.append(jvp(q_of, (primals,), (tangents,))[1].detach())
+            with warnings.catch_warnings():  # torch.func's first jvp scripts decompositions
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
+                                        category=DeprecationWarning)
+                out.append(jvp(q_of, (primals,), (tangents,))[1].detach())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     # ---- Gram matrix ----------------------------------------------------------------------
@@ -236,7 +240,21 @@ class MarginJacobian:
         return total * FLOAT_BYTES
 
     def _factors(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
-        """Layer factors for the samples in ``chunk`` and b = J_chunk θ."""
+        """Layer factors for the samples in ``chunk`` and b = J_chunk θ, one batch at a time."""
+        parts = [self._factors_batch(batch) for batch in self._chunks(chunk)]
+        if len(parts) == 1:
+            return parts[0]
+        factors = []
+        for layer in zip(*(fs for fs, _ in parts)):
+            first = layer[0]
+            if first.kind == "linear":
+                factors.append(_LayerFactors("linear", a=torch.cat([f.a for f in layer]),
+                                             g=torch.cat([f.g for f in layer]), bias=first.bias))
+            else:
+                factors.append(_LayerFactors("rows", rows=torch.cat([f.rows for f in layer])))
+        return factors, torch.cat([b for _, b in parts])
+
+    def _factors_batch(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
         plan = self._layer_plan()
         assert plan is not None
         inputs: dict[str, Tensor] = {}

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             raise MarginlabError(f"the run's {split} set is empty")
         idx = balanced_subset(y, args.n)
         Xs, ys = X[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
-        entry = {"method": args.method, "steps": None, "n": int(len(idx)),
+        entry = {"method": args.method, "steps": None, "n": len(idx),
                  "indices": idx.tolist(), "bounds": list(bounds), "certificates": certificates,
                  "command": command, "date": _dt.datetime.now().isoformat(timespec="seconds"),
                  "snapshots": {}}

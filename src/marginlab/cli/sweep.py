@@ -86,8 +86,15 @@ def run(args: argparse.Namespace) -> int:
     from marginlab.sweep import run_sweep
 
     spec, out = build_spec(args)
-    result = run_sweep(spec, out, workers=args.workers, backend=args.backend,
-                       address=args.address, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = run_sweep(spec, out, workers=args.workers, backend=args.backend,
+                           address=args.address, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        import sys
+
+        print(f"marginlab sweep: interrupted; the finished trials are in {out}/trials.jsonl: "
+              "continue with --resume", file=sys.stderr)
+        return 130
     print(f"sweep: {result.summary()}; {result.seconds:.1f} s")
     for rec in result.failed[:10]:
         print(f"  failed {rec.id} {rec.params}: {rec.error}")

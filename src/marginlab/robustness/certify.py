@@ -60,7 +60,7 @@ __all__ = [
     "Certificate",
     "LipschitzBound",
     "OperatorNorm",
-    "Unsupported",
+    "UnsupportedModelError",
     "certify",
     "conv2d_norm_upper",
     "crown_radius",
@@ -74,7 +74,7 @@ NORM_SLACK = 1e-9
 _IDENTITY = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 
 
-class Unsupported(Exception):
+class UnsupportedModelError(Exception):
     """The model's structure is outside what a certificate handles (message says why)."""
 
 
@@ -145,7 +145,8 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Sequential):
         if isinstance(model, (nn.Linear, nn.Conv2d)):
             return [("", model)]
-        raise Unsupported(f"{type(model).__name__} is not an nn.Sequential stack of layers")
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not an nn.Sequential stack of layers")
     out: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         if isinstance(child, nn.Sequential):
@@ -159,12 +160,13 @@ def _check_layer(name: str, module: nn.Module) -> None:
     if isinstance(module, nn.Conv2d):
         if module.groups != 1 or module.padding_mode != "zeros" or isinstance(
                 module.padding, str):
-            raise Unsupported(f"conv layer {name}: only groups=1 and numeric zero padding")
+            raise UnsupportedModelError(
+                f"conv layer {name}: only groups=1 and numeric zero padding")
     elif isinstance(module, nn.LeakyReLU):
         if not 0.0 <= module.negative_slope <= 1.0:
-            raise Unsupported(f"LeakyReLU {name}: slope must be in [0, 1]")
+            raise UnsupportedModelError(f"LeakyReLU {name}: slope must be in [0, 1]")
     elif not isinstance(module, (nn.Linear, nn.ReLU, nn.MaxPool2d, *_IDENTITY)):
-        raise Unsupported(f"layer {name} ({type(module).__name__}) is not supported")
+        raise UnsupportedModelError(f"layer {name} ({type(module).__name__}) is not supported")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -174,7 +176,7 @@ def _pair(v) -> tuple[int, int]:
 # --------------------------------------------------------------------------- operator norms
 
 
-def power_iteration(forward, adjoint, shape: tuple[int, ...], *, iters: int = 100,
+def power_iteration(forward, adjoint, shape: tuple[int, ...], *, iters: int = 500,
                     tol: float = 1e-10, seed: int = 0) -> float:
     """Estimate ‖A‖₂ by power iteration on AᵀA (a lower bound on ‖A‖₂).
 
@@ -258,7 +260,7 @@ def _maxpool_factor(module: nn.MaxPool2d) -> float:
 
 
 def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...], *,
-                    iters: int = 100, seed: int = 0) -> LipschitzBound:
+                    iters: int = 500, seed: int = 0) -> LipschitzBound:
     """Layer-by-layer certified Lipschitz bound of x ↦ Φ(x) (module docstring).
 
     Args:
@@ -267,7 +269,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...], *,
         iters: power-iteration steps per linear layer.
 
     Raises:
-        Unsupported: a layer outside the supported set.
+        UnsupportedModelError: a layer outside the supported set.
     """
     layers = _layers(model)
     shape = tuple(int(s) for s in input_shape)
@@ -346,21 +348,22 @@ def _dense_chain(model: nn.Module, input_shape: tuple[int, ...]
     z_{k+1} = A_{k+1} a_k, …, Φ = z_L. Returns the affine maps and the activations' negative
     slopes (0 for ReLU). Consecutive affine maps are merged."""
     layers = _layers(model)
+    for name, module in layers:
+        _check_layer(name, module)
+        if isinstance(module, nn.MaxPool2d):
+            raise UnsupportedModelError(f"max-pooling ({name}) has no linear relaxation here")
     shape = tuple(int(s) for s in input_shape)
     affines: list[_Affine] = []
     slopes: list[float] = []
     pending: _Affine | None = None
     for name, module in layers:
-        _check_layer(name, module)
         if isinstance(module, _IDENTITY):
             if isinstance(module, nn.Flatten):
                 shape = (math.prod(shape),)
             continue
-        if isinstance(module, nn.MaxPool2d):
-            raise Unsupported(f"max-pooling ({name}) has no linear relaxation here")
         if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
             if pending is None:
-                raise Unsupported(f"activation {name} does not follow a linear layer")
+                raise UnsupportedModelError(f"activation {name} does not follow a linear layer")
             affines.append(pending)
             pending = None
             slopes.append(float(getattr(module, "negative_slope", 0.0)))
@@ -369,7 +372,7 @@ def _dense_chain(model: nn.Module, input_shape: tuple[int, ...]
         m = copy.deepcopy(module).double().cpu()
         if isinstance(module, nn.Linear):
             if len(shape) != 1:
-                raise Unsupported(f"Linear layer {name} on a non-flat input")
+                raise UnsupportedModelError(f"Linear layer {name} on a non-flat input")
             w = m.weight.detach()
             b = m.bias.detach() if m.bias is not None else torch.zeros(w.shape[0],
                                                                       dtype=torch.float64)
@@ -378,7 +381,8 @@ def _dense_chain(model: nn.Module, input_shape: tuple[int, ...]
             with torch.no_grad():
                 zero = m(torch.zeros((1, *shape), dtype=torch.float64))
                 if zero[0].numel() * d_in > DENSE_LIMIT:
-                    raise Unsupported(f"conv layer {name} is too large for a dense relaxation")
+                    raise UnsupportedModelError(
+                        f"conv layer {name} is too large for a dense relaxation")
                 basis = torch.eye(d_in, dtype=torch.float64).view(d_in, *shape)
                 out = m(basis) - zero
             w = out.reshape(d_in, -1).T.contiguous()
@@ -389,7 +393,7 @@ def _dense_chain(model: nn.Module, input_shape: tuple[int, ...]
             step = _Affine(step.weight @ pending.weight, step.weight @ pending.bias + step.bias)
         pending = step
     if pending is None:
-        raise Unsupported("the network ends with an activation")
+        raise UnsupportedModelError("the network ends with an activation")
     affines.append(pending)
     return affines, slopes
 
@@ -525,7 +529,7 @@ def crown_radius(model: nn.Module, X: Tensor, y: Tensor, hi: Tensor, *,
         (N,) float64 certified radii (0 where nothing is certified).
 
     Raises:
-        Unsupported: the model has pooling, unsupported layers, or layers too large.
+        UnsupportedModelError: the model has pooling, unsupported layers, or layers too large.
     """
     affines, slopes = _dense_chain(model, tuple(X.shape[1:]))
     crown = _Crown(affines, slopes)
@@ -600,7 +604,7 @@ def certify(model: nn.Module, X: Tensor, y: Tensor, *, hi: Tensor | np.ndarray |
     if lipschitz is None and ({"global", "row"} & set(which)):
         try:
             lipschitz = lipschitz_bound(net, tuple(X.shape[1:]))
-        except Unsupported as exc:
+        except UnsupportedModelError as exc:
             notes["global"] = notes["row"] = str(exc)
     if lipschitz is not None:
         if "global" in which:
@@ -617,7 +621,7 @@ def certify(model: nn.Module, X: Tensor, y: Tensor, *, hi: Tensor | np.ndarray |
         try:
             local = crown_radius(net, X, y, hi, bounds=bounds)
             lower["local"] = np.where(margin.numpy() > 0, local, 0.0)
-        except Unsupported as exc:
+        except UnsupportedModelError as exc:
             notes["local"] = str(exc)
     best = np.zeros(X.shape[0])
     for v in lower.values():

@@ -31,7 +31,7 @@ from marginlab.robustness.attacks import METHODS, Method, _check_bounds, attack
 from marginlab.robustness.certify import (
     CERTIFICATES,
     LipschitzBound,
-    Unsupported,
+    UnsupportedModelError,
     certify,
     lipschitz_bound,
 )
@@ -237,7 +237,7 @@ def evaluate(
         t0 = time.perf_counter()
         try:
             lipschitz = lipschitz_bound(model, tuple(X.shape[1:]))
-        except Unsupported as exc:
+        except UnsupportedModelError as exc:
             notes["global"] = notes["row"] = str(exc)
         t_cert += time.perf_counter() - t0
     uppers, lowers, corrects, margins, found = [], [], [], [], []

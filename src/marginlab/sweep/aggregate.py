@@ -200,16 +200,18 @@ def write_report(spec, result) -> Path:
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}."
     )
     if not result.ok:
-        rep.paragraph(f"{len(result.failed)} of {result.total} trials failed and "
-                      f"{result.total - len(result.records)} have no record: the numbers below "
-                      "cover the others only.", note=True)
+        unrecorded = result.total - len(result.records)
+        rep.paragraph(f"{len(result.failed)} of {result.total} trials failed"
+                      + (f" and {unrecorded} have not run" if unrecorded else "")
+                      + ": the numbers below cover the others only.", note=True)
     panels = {y: aggregate(ok, x=x, y=y, by=by) for y in ys}
     panels = {y: rows for y, rows in panels.items() if any(r.n for r in rows)}
     missing = [y for y in ys if y not in panels]
     if missing:
         rep.paragraph(f"No finite values of {', '.join(missing)} in any trial.", note=True)
     if panels:
-        png = plot_rows(panels, out / "plots" / "sweep.png", x=x, title=spec.title,
+        png = plot_rows(panels, out / "plots" / "sweep.png", x=x,
+                        title=f"{spec.title}: mean ± std over {len(spec.seeds)} seed(s)",
                         logx=spec.report.logx)
         rep.image(f"plots/{png.name}", "mean ± std of the results against " + x)
         first = next(iter(panels.values()))

@@ -16,24 +16,18 @@ on; a resumed sweep skips the trials that succeeded and retries the ones that fa
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
-import json
-import multiprocessing as mp
 import os
-import pickle
 import platform
-import re
 import shutil
-import socket
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from marginlab import storage
 from marginlab.errors import MarginlabError
+from marginlab.sweep import backends
+from marginlab.sweep.backends import TrialRecord
 from marginlab.sweep.spec import SweepSpec, Trial, bind_run_dir, expand
 
 __all__ = ["SweepResult", "TrialRecord", "read_records", "run_sweep"]
@@ -41,47 +35,6 @@ __all__ = ["SweepResult", "TrialRecord", "read_records", "run_sweep"]
 MARKER = "sweep.json"
 TRIALS = "trials.jsonl"
 BACKENDS = ("local", "ray")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialRecord:
-    """One line of ``trials.jsonl``.
-
-    Attributes:
-        id: the trial's id (see :class:`~marginlab.sweep.spec.Trial`).
-        status: ``ok`` or ``failed``.
-        params: the grid point and seed.
-        result: what the trial function returned (JSON-safe: inf/NaN as strings); None if it
-            failed.
-        error: ``ExceptionType: message`` (one line) if it failed.
-        traceback: the last frames of the failure's traceback.
-        seconds: wall-clock time of the trial in its worker.
-        finished: when it finished, ``YYYY-MM-DDTHH:MM:SS`` local time of the worker.
-        host: ``hostname:pid`` of the worker.
-        settings: everything the trial function received.
-    """
-
-    id: str
-    status: str
-    params: dict
-    result: dict | None = None
-    error: str | None = None
-    traceback: str | None = None
-    seconds: float = 0.0
-    finished: str = ""
-    host: str = ""
-    settings: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrialRecord:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +116,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
     if address is not None and backend != "ray":
         raise MarginlabError("--address is for the ray backend")
     trials, fn = expand(spec)
+    ray = backends.import_ray() if backend == "ray" else None
     out = _prepare(Path(out), spec, resume=resume, overwrite=overwrite)
     path = out / TRIALS
     _repair_tail(path)
@@ -186,17 +140,19 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
             bar.set_postfix_str(f"{n_failed} failed")
 
     try:
-        if backend == "ray":
-            used = _run_ray(tasks, record, address=address, workers=workers)
+        if not tasks:
+            used, name = 0, "none (nothing left to run)"
+        elif backend == "ray":
+            used = backends.run_ray(ray, tasks, record, address=address, workers=workers)
             name = "ray"
-        elif workers == 0 or not tasks:
+        elif workers == 0:
             used, name = 0, "inprocess"
             for fn_t, trial in tasks:
-                record(execute(fn_t, trial))
+                record(backends.execute(fn_t, trial))
         else:
             used = min(workers or os.cpu_count() or 1, len(tasks))
             name = "local"
-            _run_local(tasks, record, workers=used)
+            backends.run_local(tasks, record, workers=used)
     finally:
         bar.close()
     records = [latest[t.id] for t in trials if t.id in latest]
@@ -211,148 +167,10 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
     return result
 
 
-# --------------------------------------------------------------------------- one trial
-
-
-def execute(fn: Callable[[dict], Any], trial: Trial, threads: int | None = None) -> TrialRecord:
-    """Run one trial, catching its failure (any Exception; an interrupt propagates)."""
-    if threads:
-        _set_threads(threads)
-    start = time.perf_counter()
-    result = error = tb = None
-    try:
-        value = fn(dict(trial.settings))
-        if not isinstance(value, dict):
-            raise TypeError(f"a trial function returns a dict, got {type(value).__name__}")
-        result = storage.to_jsonable(value)
-        json.dumps(result)  # not JSON-able: a failure of this trial, not of the sweep
-    except Exception as exc:
-        result = None
-        error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-        tb = "".join(traceback.format_exception(exc)[-6:])
-    return TrialRecord(
-        id=trial.id, status="ok" if error is None else "failed", params=trial.params,
-        result=result, error=error, traceback=tb, seconds=time.perf_counter() - start,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        host=f"{socket.gethostname()}:{os.getpid()}", settings=trial.settings)
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:  # only possible before the first parallel work
-        pass
-
-
 def _bind(fn: Callable, spec: SweepSpec, out: Path, trial: Trial) -> Callable:
     if spec.kind == "train" and spec.run_dirs:
         return bind_run_dir(fn, out / "runs" / trial.id)
     return fn
-
-
-# --------------------------------------------------------------------------- backends
-
-
-def _run_local(tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord], None], *,
-               workers: int) -> None:
-    try:
-        pickle.dumps(tasks[0][0])
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise MarginlabError(f"the trial function cannot be sent to worker processes (define "
-                             f"it at module level, or use workers=0): {exc}") from None
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                  initializer=_set_threads, initargs=(1,))
-    futures = {pool.submit(execute, fn, trial): trial for fn, trial in tasks}
-    unrecorded = set(futures)
-    try:
-        while unrecorded:
-            done, _ = cf.wait(unrecorded, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                unrecorded.discard(fut)
-                record(_outcome(fut, futures[fut]))
-    except BaseException:
-        # Interrupted: start no more trials, let the running ones end and keep those that
-        # succeeded.
-        pool.shutdown(wait=True, cancel_futures=True)
-        for fut in unrecorded:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                record(fut.result())
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _outcome(fut: cf.Future, trial: Trial) -> TrialRecord:
-    exc = fut.exception()
-    if exc is None:
-        return fut.result()
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        raise exc
-    # The worker process died (killed, out of memory) or the result could not be sent back.
-    return _lost(trial, f"{type(exc).__name__}: {exc}")
-
-
-def _lost(trial: Trial, error: str) -> TrialRecord:
-    return TrialRecord(id=trial.id, status="failed", params=trial.params,
-                       error=error.strip().splitlines()[0] if error.strip() else "worker lost",
-                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"), settings=trial.settings)
-
-
-def _run_ray(tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord], None], *,
-             address: str | None, workers: int | None) -> int | None:
-    try:
-        import ray
-    except ImportError:
-        raise MarginlabError("the ray backend needs Ray: pip install 'marginlab[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False}
-        if address is None and workers is not None:
-            kwargs["num_cpus"] = workers
-        ray.init(address=address, **kwargs)
-        started = True
-    try:
-        cpus = int(ray.cluster_resources().get("CPU", 0)) or None
-        if not tasks:
-            return cpus
-        remote = ray.remote(num_cpus=1)(execute)
-        refs = {remote.remote(fn, trial, 1): trial for fn, trial in tasks}
-        pending = list(refs)
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    try:
-                        rec = ray.get(ref)
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as exc:  # the task's worker died or could not run it
-                        rec = _lost(refs[ref], _ray_error(exc))
-                    record(rec)
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
-        return cpus
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _ray_error(exc: BaseException) -> str:
-    """One line for a Ray task that did not run its trial (not the trial's own failure)."""
-    cause = getattr(exc, "cause", None) or exc
-    if cause.args and isinstance(cause.args[0], BaseException):
-        cause = cause.args[0]
-    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(cause).__name__}: {cause}").strip()
-    text = text.splitlines()[0] if text else type(exc).__name__
-    if isinstance(cause, ImportError):
-        text += ("; the trial function must be importable on the Ray workers (install its "
-                 "package there, or ship it with ray.init(runtime_env=...))")
-    return text
 
 
 # --------------------------------------------------------------------------- the directory
