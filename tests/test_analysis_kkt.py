@@ -3,6 +3,7 @@ SVC, scipy's SLSQP on the primal QP, and an explicit Jacobian (in the test only)
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -229,7 +230,7 @@ def test_kkt_residual_falls_along_gradient_descent():
         eps.append(res.eps_relative)
         cosines.append(tangent_svm(net, X, y).cosine)
     assert eps[0] > 0.9 and eps[-1] < 0.05
-    assert all(b <= 1.05 * a for a, b in zip(eps, eps[1:]))
+    assert all(b <= 1.05 * a for a, b in itertools.pairwise(eps))
     # Corollary 4.5: the tangent-kernel SVM direction lines up with θ as θ nears a KKT point
     assert cosines[0] < 0.5 and cosines[-1] > 0.999
 
@@ -240,7 +241,7 @@ def test_kkt_curve_is_monotone_in_tau():
     taus = [0.0, 1e-3, 1e-2, 0.1, 1.0, 10.0]
     curve = kkt_curve(net, X, y, taus)
     # a larger near-active set can only lower the NNLS residual
-    assert all(b <= a * (1 + 1e-9) + 1e-12 for a, b in zip(curve.eps, curve.eps[1:]))
+    assert all(b <= a * (1 + 1e-9) + 1e-12 for a, b in itertools.pairwise(curve.eps))
     assert curve.n_near_active == sorted(curve.n_near_active)
     assert curve.n_near_active[-1] == X.shape[0]
     for tau, res in zip(taus, curve.results):

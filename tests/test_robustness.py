@@ -21,7 +21,7 @@ from marginlab.cli import main
 from marginlab.errors import MarginlabError
 from marginlab.robustness import L2FMNAttack, RobustnessResult, certify, evaluate
 from marginlab.robustness.attacks import logit_margins
-from marginlab.robustness.certify import conv2d_norm_upper, lipschitz_bound
+from marginlab.robustness.lipschitz import conv2d_norm_upper, lipschitz_bound
 
 # --------------------------------------------------------------------------- helpers
 

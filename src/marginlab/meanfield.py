@@ -585,7 +585,7 @@ def _refine_atoms(
         out = torch.relu(X @ (ub / ub.norm(dim=1, keepdim=True)).T) @ zt[:K]
         value = scale * torch.nn.functional.softplus(-Y * out).sum() + 2 * lam * (S @ zt[:K])
         value.backward()
-        return float(value), zt.grad.numpy()
+        return float(value.detach()), zt.grad.numpy()
 
     bounds = [(0.0, None) if s > 0 else (None, 0.0) for s in sgn] + [(None, None)] * (K * d)
     res = minimize(
@@ -631,7 +631,7 @@ def reference_optimum(
             500 above; d = 1 uses {±1}, the whole sphere).
         refinements: extra grid levels, each 4 times finer; their values show the grid error.
         max_rounds: column-generation rounds after the grids (it stops earlier once the dual
-            bound is within 1e-10 (relative) of the value).
+            bound is within 1e-9 (relative) of the value).
         seed: seed of the random grids and samples (d ≥ 3).
     """
     x_t, y_t = _check_data(x, y)
@@ -671,7 +671,7 @@ def reference_optimum(
         lower = max(lower, scale * float((entr(p) + entr(1 - p)).sum()))
         if value < best[0]:
             best = (value, dirs, a, ratio)
-        if best[0] - lower <= 1e-10 * max(1.0, abs(best[0])) or rounds == max_rounds:
+        if best[0] - lower <= 1e-9 * max(1.0, abs(best[0])) or rounds == max_rounds:
             break
         keep = np.abs(a) > 1e-12 * np.abs(a).max(initial=0.0)
         dirs, a = dirs[keep], a[keep]

@@ -151,7 +151,7 @@ def prepare_kkt_point(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int
     if order <= 0:
         raise NotHomogeneousError(f"homogeneity order {order} is not positive")
     jac = MarginJacobian(model, X, y, batch_size=batch_size, memory_limit=memory_limit)
-    q = jac.margins()
+    q = jac.initial_margins
     q_min = float(q.min())
     if not q_min > 0:
         n_bad = int((q <= 0).sum())

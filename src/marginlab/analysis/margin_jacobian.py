@@ -83,6 +83,7 @@ class MarginJacobian:
         self.X = X.to(torch.float64)
         self.batch_size = max(1, int(batch_size))
         self.memory_limit = float(memory_limit)
+        self.initial_margins: Tensor  # q(θ) at construction, set by _coefficients
         self.coef = self._coefficients(y)
         self._plan: list[tuple[str, nn.Module]] | bool | None = False  # False: not yet probed
 
@@ -103,6 +104,12 @@ class MarginJacobian:
         out = torch.cat(outs)
         if not torch.isfinite(out).all():
             raise MarginlabError("the model's outputs are not finite")
+        coef = self._coefficients_from(out, y)
+        self.initial_margins = (out * coef).sum(1)
+        return coef
+
+    @staticmethod
+    def _coefficients_from(out: Tensor, y: Tensor) -> Tensor:
         if out.shape[1] == 1:
             values = set(torch.unique(y).tolist())
             if values <= {-1, 1}:
@@ -256,7 +263,9 @@ class MarginJacobian:
 
     def _factors_batch(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
         plan = self._layer_plan()
-        assert plan is not None
+        if plan is None:
+            raise MarginlabError("layer products need every parameter in a Linear/Conv2d layer "
+                                 "called once per forward")
         inputs: dict[str, Tensor] = {}
         outputs: dict[str, Tensor] = {}
 
@@ -330,6 +339,8 @@ class MarginJacobian:
             (G, b): float64 tensors of shapes (n, n) and (n,).
         """
         builder = builder or self.gram_builder
+        if builder not in ("layer-products", "per-sample-gradients"):
+            raise MarginlabError(f"unknown Gram builder {builder!r}")
         n = idx.numel()
         G = torch.zeros(n, n, dtype=torch.float64)
         b = torch.zeros(n, dtype=torch.float64)

@@ -28,13 +28,8 @@ from tqdm.auto import tqdm
 from marginlab.errors import MarginlabError
 from marginlab.margins import validate_data
 from marginlab.robustness.attacks import METHODS, Method, _check_bounds, attack
-from marginlab.robustness.certify import (
-    CERTIFICATES,
-    LipschitzBound,
-    UnsupportedModelError,
-    certify,
-    lipschitz_bound,
-)
+from marginlab.robustness.certify import CERTIFICATES, certify
+from marginlab.robustness.lipschitz import LipschitzBound, UnsupportedModelError, lipschitz_bound
 
 __all__ = ["RobustCurve", "RobustnessResult", "evaluate"]
 

@@ -18,9 +18,9 @@ from marginlab.robustness.evaluate import RobustCurve
 __all__ = ["eps_grid", "plot_curves"]
 
 
-def eps_grid(uppers: list[np.ndarray], num: int = 400) -> np.ndarray:
-    """ε from 0 to a little past the largest finite attack distance."""
-    finite = [u[np.isfinite(u)] for u in uppers]
+def eps_grid(bounds: list[np.ndarray], num: int = 400) -> np.ndarray:
+    """ε from 0 to a little past the largest finite value among the per-point bounds."""
+    finite = [u[np.isfinite(u)] for u in bounds]
     top = max((float(f.max()) for f in finite if f.size), default=1.0)
     return np.linspace(0.0, 1.05 * max(top, 1e-12), num)
 
@@ -42,16 +42,15 @@ def plot_curves(curves: Mapping[str, Mapping[str, RobustCurve]], path: str | os.
     from matplotlib.lines import Line2D
 
     splits = list(curves)
-    fig, axes = plt.subplots(len(splits), 2, figsize=(11, 3.8 * len(splits)), squeeze=False)
+    snaps = list(dict.fromkeys(s for split in splits for s in curves[split]))
+    colors = dict(zip(snaps, plt.cm.viridis(np.linspace(0.0, 0.9, max(len(snaps), 2)))))
+    fig, axes = plt.subplots(len(splits), 2, figsize=(12.5, 3.8 * len(splits)), squeeze=False)
     for row, split in enumerate(splits):
-        snaps = list(curves[split])
-        colors = plt.cm.viridis(np.linspace(0.0, 0.9, max(len(snaps), 2)))
         for col, scale in enumerate(("linear", "log")):
             ax = axes[row, col]
-            for color, snap in zip(colors, snaps):
-                c = curves[split][snap]
-                ax.plot(c.eps, c.attack, color=color, lw=1.6, label=snap)
-                ax.plot(c.eps, c.certified, color=color, lw=1.2, ls="--")
+            for snap, c in curves[split].items():
+                ax.plot(c.eps, c.attack, color=colors[snap], lw=1.6)
+                ax.plot(c.eps, c.certified, color=colors[snap], lw=1.2, ls="--")
             ax.set_xlabel("ε (L2 radius)")
             ax.set_ylabel("robust accuracy")
             ax.set_yscale(scale)
@@ -62,13 +61,13 @@ def plot_curves(curves: Mapping[str, Mapping[str, RobustCurve]], path: str | os.
                 ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"{split} set, {scale} scale")
             ax.grid(alpha=0.3, which="both" if scale == "log" else "major")
-        handles = [Line2D([], [], color=col, lw=1.6, label=s) for col, s in zip(colors, snaps)]
-        handles += [Line2D([], [], color="k", lw=1.6, label="attack (upper bound)"),
-                    Line2D([], [], color="k", lw=1.2, ls="--", label="certified (lower bound)")]
-        axes[row, 1].legend(handles=handles, fontsize=8, loc="upper right")
+    handles = [Line2D([], [], color=colors[s], lw=1.6, label=s) for s in snaps]
+    handles += [Line2D([], [], color="k", lw=1.6, label="attack\n(upper bound)"),
+                Line2D([], [], color="k", lw=1.2, ls="--", label="certified\n(lower bound)")]
+    fig.legend(handles=handles, fontsize=8, loc="center right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")

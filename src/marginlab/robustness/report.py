@@ -113,7 +113,7 @@ def write_report(run_dir: str | os.PathLike, doc: dict) -> tuple[Path, Path, Pat
     for split, entry in splits.items():
         results = {name: RobustnessResult.from_dict(s["points"])
                    for name, s in entry["snapshots"].items()}
-        grid = eps_grid([r.upper for r in results.values()])
+        grid = eps_grid([b for r in results.values() for b in (r.upper, r.lower)])
         curves[split] = {name: r.curve(grid) for name, r in results.items()}
         n_points[split] = max((r.n for r in results.values()), default=1)
         eps_marks[split] = grid[-1] / 1.05 * np.arange(1, EPS_COLUMNS + 1) / (EPS_COLUMNS + 1)
