@@ -680,15 +680,16 @@ def reference_optimum(
         dirs = np.concatenate([dirs, _distinct_peaks(cand, np.abs(h), 2 * lam, 4)])
 
     value, dirs, a, ratio = best
-    keep = a != 0
+    keep = np.abs(a) > 1e-9 * np.abs(a).max(initial=0.0)  # atoms that carry weight
+    dirs, a = dirs[keep], a[keep]
     return ReferenceOptimum(
-        value=value,
+        value=_objective_np(np.maximum(xs @ dirs.T, 0), ys, a, lam, scale),
         lower_bound=lower,
         certified=exact,
         grid_sizes=tuple(sizes),
         grid_values=tuple(values),
         rounds=rounds,
         dual_ratio=ratio,
-        directions=torch.from_numpy(dirs[keep]).clone(),
-        coefficients=torch.from_numpy(a[keep]).clone(),
+        directions=torch.from_numpy(dirs).clone(),
+        coefficients=torch.from_numpy(a).clone(),
     )

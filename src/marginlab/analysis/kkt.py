@@ -41,7 +41,7 @@ from marginlab.analysis.margin_jacobian import MarginJacobian, as_numpy
 from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
 from marginlab.margins import validate_data
 
-__all__ = ["KKTCurve", "KKTResult", "kkt_curve", "kkt_residual", "prepare_kkt_point"]
+__all__ = ["KKTCurve", "KKTResult", "kkt_curve", "kkt_residual"]
 
 Method = Literal["auto", "gram", "projected-gradient"]
 

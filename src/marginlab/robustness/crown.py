@@ -56,6 +56,8 @@ def margin_spec(y: Tensor, num_outputs: int) -> Tensor:
 
 @dataclass(frozen=True)
 class _Affine:
+    """z ↦ W z + b."""
+
     weight: Tensor  # (n_out, n_in) float64
     bias: Tensor  # (n_out,)
 
