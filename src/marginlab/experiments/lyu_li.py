@@ -30,11 +30,13 @@ MNIST_SCALES = {
         "model": "mlp", "widths": [64, 64], "width": 1.0, "data": "mnist5k", "n_train": 200,
         "n_test": 1000, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 1000000,
         "seconds_per_run": 75.0, "workers": 2, "biases": ["first", "none"],
+        "trajectory_every": 100,
     },
     "paper": {
         "model": "mnist_cnn", "widths": [], "width": 1.0, "data": "mnist", "n_train": None,
         "n_test": None, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 10000,
         "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
+        "trajectory_every": 500,
     },
 }
 
@@ -43,11 +45,13 @@ CIFAR_SCALES = {
         "model": "vgg16", "widths": [], "width": 0.125, "data": "cifar10", "n_train": 500,
         "n_test": 500, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 1000000,
         "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
+        "trajectory_every": 100,
     },
     "paper": {
         "model": "vgg16", "widths": [], "width": 1.0, "data": "cifar10", "n_train": None,
         "n_test": None, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 10000,
         "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
+        "trajectory_every": 500,
     },
 }
 
@@ -67,6 +71,7 @@ def _specs(request: RunRequest) -> dict[str, dict]:
                 "epochs": s["epochs"], "batch_size": s["batch_size"], "seed": request.seed,
                 "device": request.device, "max_time": s["seconds_per_run"],
                 "margin_convention": "homogeneous",
+                "trajectory_every": s.get("trajectory_every"),
             }
     return specs
 
