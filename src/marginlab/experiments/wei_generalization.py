@@ -13,10 +13,11 @@
   networks' margins are.
 
 Networks are trained either as the paper did (``gd``: full-batch gradient descent for a fixed
-number of steps; ``sgd`` on MNIST through :func:`marginlab.train.fit`) or to the minimizer of
-L_λ that the theory is about (``lbfgs``: L-BFGS on L_λ/λ, with λ lowered a decade at a time from
-``lam_start`` so that every solve starts near its optimum; for the logistic loss this is
-:func:`marginlab.regularized.train`).
+number of steps; ``sgd`` on MNIST through :func:`marginlab.train.fit`) or towards the minimizer
+of L_λ that the theory is about (``lbfgs``: full-batch L-BFGS on L_λ/λ, λ lowered from
+``lam_start`` by ``lam_ratio`` per solve so that every solve starts near its optimum). Binary
+classifiers are then checked with the dual certificate of :mod:`marginlab.regularized` and the
+ℓ1-SVM of :mod:`marginlab.kernels` over their own and random directions.
 
 Every run writes ``trials.jsonl`` (one :class:`~marginlab.sweep.TrialRecord` per trial, the same
 format ``marginlab sweep`` writes), PNG figures in ``plots/`` and ``report.html``/``report.md``.
@@ -214,7 +215,7 @@ def train_lbfgs(model: nn.Module, X: Tensor, target: Tensor, *, task: str,
             opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=50,
                                     tolerance_grad=1e-12, tolerance_change=1e-16,
                                     line_search_fn="strong_wolfe")
-            value = float(opt.step(closure))
+            value = float(opt.step(closure).detach())
             if not value < last * (1 - 1e-10):
                 break
             last = value
@@ -365,8 +366,8 @@ def _regression(s: Mapping, n: int, seed: int) -> dict:
     return {
         "test_mse_net": float(np.mean((_outputs(net, Xt) - yt) ** 2)),
         "test_mse_kernel": float(np.mean((interp.predict(Xt.numpy()) - yt) ** 2)),
-        "bound_net": kernels.l1_regression_bound(path, X=Xn),
-        "bound_kernel": kernels.l2_regression_bound(interp.norm, X=Xn),
+        "bound_net": float(kernels.l1_regression_bound(path, X=Xn)),
+        "bound_kernel": float(kernels.l2_regression_bound(interp.norm, X=Xn)),
         "path_norm_net": path,
         "norm_sq_net": _norm_sq_value(net),
         "l1_norm_lp": lp.norm,
@@ -496,7 +497,8 @@ def _plot_fig2(records, ns, tasks, plots: Path) -> dict[str, float]:
         ax.set_ylim(bottom=0)
         ax.set_xlabel("n (training samples; network width = n)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{task}: mean ± std over trials; dashed: {lemmas} leading terms")
+        ax.set_title(f"{task}: test error (mean ± std over trials)\n"
+                     f"dashed: {lemmas} leading terms × one constant", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(plots / "fig2.png", dpi=120)
@@ -543,10 +545,11 @@ def _trainer_text(s: Mapping, prefix: str = "") -> str:
     opt = s[f"{prefix}optimizer"]
     lam = s[f"{prefix}lam"]
     if opt == "lbfgs":
-        path = lambda_path(s[f"{prefix}lam_start"], lam)
-        return (f"full-batch L-BFGS on L_λ/λ (float64) with λ lowered a decade at a time from "
-                f"{path[0]:g} to {lam:g} ({len(path)} solves of ≤ {s[f'{prefix}max_iter']} "
-                f"iterations, restarted while improving)")
+        path = lambda_path(s[f"{prefix}lam_start"], lam, s[f"{prefix}lam_ratio"])
+        return (f"full-batch L-BFGS on L_λ/λ (float64) with λ = "
+                f"{', '.join(f'{v:g}' for v in path)} in turn, each solve ≤ "
+                f"{s[f'{prefix}max_iter']} iterations from the previous one (the last restarted "
+                f"while it improves)")
     if opt == "gd":
         return (f"full-batch gradient descent for {s[f'{prefix}steps']} steps at lr "
                 f"{s[f'{prefix}lr']:g} on the mean loss + λ‖Θ‖², λ = {lam:g}")
@@ -600,7 +603,9 @@ def _report_fig2(request, out, records, ns, scales, wall) -> Path:
         "so in each panel both methods' bounds are multiplied by ONE constant (chosen so that "
         "the largest mean bound equals the largest mean test error): the ratio between the two "
         "methods and the trend in n are kept, the absolute value is not. Constants: "
-        + "; ".join(notes) + ". The raw values are in the tables.")
+        + "; ".join(notes) + ". The raw values are in the tables. For regression the two "
+        "terms are not on a common footing (Lemma D.8 carries its constant 12, Lemma D.9 is "
+        "stated up to an unnamed universal constant): compare their trends in n only.")
     if "classification" in s["tasks"]:
         rows = []
         for n in ns:
@@ -633,12 +638,14 @@ def _report_fig2(request, out, records, ns, scales, wall) -> Path:
         rep.paragraph(line, note=True)
     rep.image("plots/fig2_margins.png", "margins and norms vs n")
     rep.paragraph(
-        "γ_ℓ1/2 (LP) is the ℓ1-SVM over the network's own directions plus "
-        f"{s['lp_directions']} random ones: a lower bound on the max normalized margin of any "
-        "width (Proposition 4.1), and never below the network's own margin, since the network is "
-        "one of its candidates. 'min ℓ1 norm (LP)' is the same for the minimum-ℓ1 interpolation "
-        "(Eq. (D.3)): an upper bound on the continuum minimum; a network at the optimum of the "
-        "weakly regularized squared loss has Σ|a_j|‖w_j‖ close to it (Theorem D.5).")
+        "γ_ℓ1/2 (LP) is the ℓ1-SVM (Eq. (4.2)) over the network's own unit directions plus "
+        f"{s['lp_directions']} uniformly random ones, halved: a lower bound on the max "
+        "normalized margin γ*,n = γ_ℓ1/2 (Proposition 4.1) and, since the network is one of its "
+        "candidates, never below the network's own margin. 'min ℓ1 norm (LP)' is the minimum-ℓ1 "
+        "interpolation (Eq. (D.3)) over the same directions, an upper bound on the continuum "
+        "minimum. When they match the network's values, the network's output weights are "
+        "optimal for its own directions; in d = 20 random directions rarely improve on them, so "
+        "this does not certify that the directions themselves are globally optimal.")
     _settings_block(rep, s)
     return rep.write(out)
 
@@ -762,22 +769,41 @@ def _part(records, part):
 
 
 def _monotone(records, part: str, widths: Sequence[int], rel_tol: float = 1e-3) -> dict:
-    """Theorem 3.3 check on the trained networks: is the mean normalized margin (over trials
-    that fit the training data) non-decreasing in width, and within each seed?"""
+    """Theorem 3.3 check on the trained networks: does the normalized margin fall as the width
+    grows? Counted three ways: between consecutive fitted widths of one seed (same data); in
+    the mean over the seeds fitted at every width; in the mean over whichever trials fitted at
+    each width (the paper's averaging, whose sets of trials differ between widths)."""
     rs = _part(records, part)
-    means = [_mean_std(_numbers(_by(rs, "width", w, "normalized_margin",
-                                    _fitted)))[0] for w in widths]
-    pairs = [(a, b) for a, b in itertools.pairwise(means) if math.isfinite(a) and math.isfinite(b)]
-    drops = sum(b < a * (1 - rel_tol) for a, b in pairs)
-    seed_drops = seed_pairs = 0
+
+    worst = 0.0
+
+    def drops(values, track=True):
+        nonlocal worst
+        pairs = [(a, b) for a, b in itertools.pairwise(values)
+                 if math.isfinite(a) and math.isfinite(b)]
+        if track:
+            worst = max([worst, *((a - b) / abs(a) for a, b in pairs if a)])
+        return sum(b < a * (1 - rel_tol) for a, b in pairs), len(pairs)
+
+    per_seed = {}
     for seed in sorted({r.params["seed"] for r in rs}):
         by_w = {r.params["width"]: r.result for r in rs if r.params["seed"] == seed}
-        vals = [by_w[w]["normalized_margin"] for w in widths
-                if w in by_w and by_w[w]["fitted"]]
-        seed_pairs += max(0, len(vals) - 1)
-        seed_drops += sum(b < a * (1 - rel_tol) for a, b in itertools.pairwise(vals))
-    return {"means": means, "pairs": len(pairs), "drops": drops, "seed_pairs": seed_pairs,
-            "seed_drops": seed_drops, "rel_tol": rel_tol}
+        per_seed[seed] = [by_w[w]["normalized_margin"] if w in by_w and by_w[w]["fitted"]
+                          else math.nan for w in widths]
+    seed_drops = seed_pairs = 0
+    for values in per_seed.values():
+        fitted = [v for v in values if math.isfinite(v)]
+        d, p = drops(fitted)
+        seed_drops, seed_pairs = seed_drops + d, seed_pairs + p
+    common = [v for v in per_seed.values() if all(math.isfinite(x) for x in v)]
+    common_means = list(np.mean(common, axis=0)) if common else [math.nan] * len(widths)
+    fitted_means = [_mean_std(_numbers(_by(rs, "width", w, "normalized_margin", _fitted)))[0]
+                    for w in widths]
+    return {"seed_drops": seed_drops, "seed_pairs": seed_pairs,
+            "common_seeds": len(common), "common_drops": drops(common_means)[0],
+            "fitted_drops": drops(fitted_means, False)[0],
+            "fitted_pairs": drops(fitted_means, False)[1],
+            "largest_drop": worst, "rel_tol": rel_tol}
 
 
 def _plot_fig3(records, widths, plots: Path) -> None:
@@ -799,6 +825,12 @@ def _plot_fig3(records, widths, plots: Path) -> None:
         ax.set_ylabel("test error", color="C3")
         ax.tick_params(axis="y", colors="C3")
         bx = ax.twinx()
+        for seed in sorted({r.params["seed"] for r in rs}):
+            by_w = {r.params["width"]: r.result for r in rs if r.params["seed"] == seed}
+            pts = [(w, by_w[w]["normalized_margin"]) for w in ws
+                   if w in by_w and by_w[w]["fitted"]]
+            if len(pts) > 1 and len(rs) > len(ws):
+                bx.plot(*zip(*pts), "-", color="C0", alpha=0.25, lw=1)
         bx.errorbar(ws, mar, yerr=mar_sd, fmt="s-", color="C0", capsize=3, ms=5)
         bx.set_ylabel("normalized margin q_min / ‖Θ‖²", color="C0")
         bx.tick_params(axis="y", colors="C0")
@@ -806,7 +838,9 @@ def _plot_fig3(records, widths, plots: Path) -> None:
         ax.set_xticks(ws, [str(w) for w in ws])
         ax.set_xlabel("hidden width")
         fitted = sum(r.result["fitted"] for r in rs)
-        ax.set_title(f"{part}: mean ± std over fitted trials ({fitted} of {len(rs)})")
+        extra = "\nthin lines: each seed's margin" if len(rs) > len(ws) else ""
+        ax.set_title(f"{part}: mean ± std over fitted trials ({fitted} of {len(rs)}){extra}",
+                     fontsize=10)
     fig.tight_layout()
     fig.savefig(plots / "fig3.png", dpi=120)
     plt.close(fig)
@@ -830,9 +864,11 @@ def _report_fig3(request, out, records, widths, checks, wall) -> Path:
             f"on n = {s['n']} training points; MNIST widths {widths['mnist']} with "
             f"{s['mnist_trials']} trial(s) each on {s['mnist_n_train']} images of "
             f"{s['mnist_data']} (the bundled 5000-image subset), not full MNIST. Networks are "
-            f"trained to the optimum of L_λ by L-BFGS instead of the paper's fixed step budgets "
-            "(which, at these sizes and budgets, leave the normalized margin dominated by the "
-            "initialization's norm). Few trials: read the trend, not the decimals.", note=True)
+            "trained towards the optimum of L_λ by L-BFGS instead of the paper's fixed step "
+            "budgets: with SGD at λ = 1e-6 for a CPU budget of epochs the weight decay barely "
+            "moves the initialization, whose norm grows with the width, and the normalized "
+            "margin then falls with width. Few trials: read the trend, not the decimals.",
+            note=True)
     rep.paragraph(
         f"Synthetic: the paper does not state the number of training points; here n = "
         f"{s['n']}, test sets of {s['n_test']}, inputs uniform on the unit sphere, teacher "
@@ -861,20 +897,32 @@ def _report_fig3(request, out, records, widths, checks, wall) -> Path:
             headers.append("γ_ℓ1/2 (LP lower bound)")
         rep.table(headers, rows)
         c = checks[part]
-        verdict = "holds" if c["drops"] == 0 else "fails"
+        bad = c["seed_drops"] + c["common_drops"]
+        verdict = ("holds" if not bad else
+                   f"holds except at {bad} step(s), the largest decrease "
+                   f"{100 * c['largest_drop']:.2g}%")
         rep.paragraph(
-            f"Theorem 3.3 check ({part}): the mean normalized margin is non-decreasing in width "
-            f"— {verdict}: {c['drops']} decrease(s) beyond {c['rel_tol']:g} relative among "
-            f"{c['pairs']} consecutive widths; within single seeds, {c['seed_drops']} of "
-            f"{c['seed_pairs']} consecutive pairs decrease. (The theorem is about the maximum "
+            f"Theorem 3.3 check ({part}), trained margin non-decreasing in width: {verdict}. "
+            f"Within single seeds (same data), {c['seed_drops']} of {c['seed_pairs']} steps "
+            f"between consecutive fitted widths decrease by more than {c['rel_tol']:g} "
+            f"relative; the mean over the {c['common_seeds']} seed(s) fitted at every width "
+            f"decreases at {c['common_drops']} step(s); the mean over fitted trials (the "
+            f"paper's averaging, a different set of trials at each width) at "
+            f"{c['fitted_drops']} of {c['fitted_pairs']}. The theorem is about the maximum "
             "margin; a trained network reaches it only approximately, so a small decrease "
-            "points at the optimizer, not at the theorem.)", note=True)
+            "points at the optimizer, not at the theorem.", note=True)
         errs = [_mean_std(_numbers(_by(rs, "width", w, "test_error", _fitted)))[0]
                 for w in widths[part]]
         finite = [e for e in errs if math.isfinite(e)]
         if len(finite) >= 2:
             rep.paragraph(f"Test error ({part}) from the narrowest to the widest fitted width: "
                           f"{fmt(finite[0], 3)} → {fmt(finite[-1], 3)}.", note=True)
+    rep.paragraph(
+        "At the optimum of L_λ, widths beyond the number of units the solution needs change "
+        "nothing (at width ≥ n the max margin already equals the infinite-width one, "
+        "Proposition 4.1), so the margin is expected to rise over the narrow widths and then "
+        "level off; rises beyond that come from the optimizer finding better stationary points "
+        "with more units.")
     if widths["synthetic"]:
         rep.paragraph(
             "γ_ℓ1/2 (LP) is the ℓ1-SVM over the network's own directions plus "
@@ -894,14 +942,14 @@ FIG2_SCALES = {
     "cpu": {
         "ns": [20, 40, 80, 160], "n": 40, "trials": 3, "tasks": ["classification", "regression"],
         "d": 20, "teacher_hidden": 6, "teacher_seed": None, "min_margin": 0.1, "n_test": 2000,
-        "lam": 1e-8, "optimizer": "lbfgs", "lam_start": 1e-2, "lam_ratio": 100.0,
-        "max_iter": 100, "steps": 20000, "lr": 0.1, "lp_directions": 2000, "workers": 2,
+        "lam": 1e-8, "optimizer": "lbfgs", "lam_start": 1e-3, "lam_ratio": 10.0,
+        "max_iter": 300, "steps": 20000, "lr": 0.1, "lp_directions": 2000, "workers": 2,
     },
     "paper": {
         "ns": [20, 40, 80, 160, 320, 640], "n": 40, "trials": 100,
         "tasks": ["classification", "regression"], "d": 20, "teacher_hidden": 6,
         "teacher_seed": None, "min_margin": 0.1, "n_test": 10000, "lam": 1e-8,
-        "optimizer": "gd", "lam_start": 1e-2, "lam_ratio": 100.0, "max_iter": 300,
+        "optimizer": "gd", "lam_start": 1e-3, "lam_ratio": 10.0, "max_iter": 300,
         "steps": 20000, "lr": 0.1, "lp_directions": 5000, "workers": 2,
     },
 }
@@ -915,9 +963,9 @@ _MNIST_CPU = {
 
 FIG3_SCALES = {
     "cpu": {
-        "part": "synthetic", "width": 64, "widths": [16, 32, 64, 128, 256], "trials": 3,
+        "part": "synthetic", "width": 64, "widths": [8, 16, 32, 64, 128, 256], "trials": 4,
         "n": 200, "n_test": 2000, "d": 20, "teacher_hidden": 10, "teacher_seed": None,
-        "min_margin": 0.01, "lam": 1e-5, "optimizer": "lbfgs", "lam_start": 1e-2,
+        "min_margin": 0.01, "lam": 1e-5, "optimizer": "lbfgs", "lam_start": 1e-3,
         "lam_ratio": 10.0, "max_iter": 100, "steps": 80000, "lr": 0.1, "lp_directions": 2000,
         **_MNIST_CPU, "workers": 2,
     },
@@ -925,7 +973,7 @@ FIG3_SCALES = {
         "part": "synthetic", "width": 64, "widths": [2 ** i for i in range(4, 11)],
         "trials": 20, "n": 1000, "n_test": 10000, "d": 20, "teacher_hidden": 10,
         "teacher_seed": None, "min_margin": 0.01, "lam": 1e-5, "optimizer": "gd",
-        "lam_start": 1e-2, "lam_ratio": 10.0, "max_iter": 300, "steps": 80000, "lr": 0.1,
+        "lam_start": 1e-3, "lam_ratio": 10.0, "max_iter": 300, "steps": 80000, "lr": 0.1,
         "lp_directions": 5000,
         **_MNIST_CPU, "mnist_widths": [2 ** i for i in range(6, 16)], "mnist_data": "mnist",
         "mnist_n_train": None, "mnist_n_test": None, "mnist_optimizer": "sgd",
@@ -950,6 +998,6 @@ register(Experiment(
     scales=FIG3_SCALES,
     run=run_fig3,
     trial=fig3_trial,
-    grid={"cpu": {"width": [16, 32, 64, 128, 256]},
+    grid={"cpu": {"width": [8, 16, 32, 64, 128, 256]},
           "paper": {"width": [2 ** i for i in range(4, 11)]}},
 ))
