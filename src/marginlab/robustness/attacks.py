@@ -164,6 +164,8 @@ class AttackResult:
         method: ``fast`` or ``cw``.
         steps: iterations per attack (DDN/FMN steps, or CW Adam steps per binary-search step).
         seconds: wall time of the attack.
+        cpu_seconds: CPU time of this process during the attack (steadier than wall time on a
+            shared machine; covers all torch threads).
     """
 
     distance: np.ndarray
@@ -174,6 +176,7 @@ class AttackResult:
     method: str
     steps: int
     seconds: float
+    cpu_seconds: float
 
     @property
     def failures(self) -> int:
@@ -310,7 +313,7 @@ def attack(
     if steps <= 0:
         raise MarginlabError(f"steps must be positive, got {steps}")
     _check_bounds(X, bounds)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else X.device
     dtype = param.dtype if param is not None and param.is_floating_point() else X.dtype
@@ -356,4 +359,5 @@ def attack(
         method=method,
         steps=steps,
         seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
     )

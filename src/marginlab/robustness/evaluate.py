@@ -12,6 +12,10 @@ differ only at ε = R(z) exactly.) From the bounds:
     certified (mean of lower ≥ ε)  ≤  true robust accuracy  ≤  attack-based (mean of upper ≥ ε),
 
 with misclassified points counted as not robust at every ε ≥ 0.
+
+Adversarials are verified by the model in its own dtype, certificates computed on a float64
+copy; for a float32 model whose bounds are tight to ~1e-6 (a linear model, say) float32 rounding
+can put ``upper`` a hair below ``lower``.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class RobustnessResult:
         method: attack method (``fast`` or ``cw``).
         steps: attack iterations (see :func:`marginlab.robustness.attack`).
         attack_seconds: wall time of the attacks.
+        attack_cpu_seconds: CPU time of the attacks (see :class:`AttackResult`).
         certify_seconds: wall time of the certificates.
         notes: certificate name -> why it was not computed for this model.
         lipschitz: layer-wise Lipschitz bound, or None.
@@ -82,6 +87,7 @@ class RobustnessResult:
     steps: int
     attack_seconds: float
     certify_seconds: float
+    attack_cpu_seconds: float = math.nan
     notes: dict[str, str] = field(default_factory=dict)
     lipschitz: LipschitzBound | None = field(default=None, repr=False)
 
@@ -123,6 +129,7 @@ class RobustnessResult:
             "median_upper": _median(self.upper[ok]),
             "median_lower": _median(self.lower[ok]),
             "attack_seconds": self.attack_seconds,
+            "attack_cpu_seconds": self.attack_cpu_seconds,
             "certify_seconds": self.certify_seconds,
         }
         for k, v in self.lower_by.items():
@@ -143,6 +150,7 @@ class RobustnessResult:
             "lower_by": self.lower_by,
             "found_by": [str(s) for s in self.found_by],
             "attack_seconds": self.attack_seconds,
+            "attack_cpu_seconds": self.attack_cpu_seconds,
             "certify_seconds": self.certify_seconds,
             "notes": self.notes,
         }
@@ -162,6 +170,7 @@ class RobustnessResult:
                 steps=int(d["steps"]),
                 attack_seconds=float(d.get("attack_seconds", math.nan)),
                 certify_seconds=float(d.get("certify_seconds", math.nan)),
+                attack_cpu_seconds=float(d.get("attack_cpu_seconds", math.nan)),
                 notes=dict(d.get("notes", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -237,7 +246,7 @@ def evaluate(
         t_cert += time.perf_counter() - t0
     uppers, lowers, corrects, margins, found = [], [], [], [], []
     lower_by: dict[str, list[np.ndarray]] = {}
-    t_attack = 0.0
+    t_attack = c_attack = 0.0
     with tqdm(total=n, desc=desc, unit="pt", disable=None if progress is None else not progress,
               leave=False) as bar:
         for start in range(0, n, batch_size):
@@ -245,6 +254,7 @@ def evaluate(
             res = attack(model, xb, yb, method=method, steps=steps, bounds=bounds,
                          seed=seed + start)
             t_attack += res.seconds
+            c_attack += res.cpu_seconds
             t0 = time.perf_counter()
             which = tuple(c for c in certificates if c not in notes)
             cert = certify(model, xb, yb, hi=torch.from_numpy(res.distance), bounds=bounds,
@@ -271,6 +281,7 @@ def evaluate(
         steps=res.steps,
         attack_seconds=t_attack,
         certify_seconds=t_cert,
+        attack_cpu_seconds=c_attack,
         notes=notes,
         lipschitz=lipschitz,
     )
