@@ -179,4 +179,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(out_path, doc)
     png, html_path, md_path = write_report(run_dir, doc)
     print(f"wrote {out_path}, {png}, {html_path}, {md_path}")
+    if (run_dir / "metrics.jsonl").is_file():
+        from marginlab.report import write_run_report
+
+        print(f"report: {write_run_report(run_dir)}")
     return 0
