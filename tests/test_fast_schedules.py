@@ -1,12 +1,15 @@
-"""The line-search schedule (marginlab.train.fast): its rule on scripted losses, and what the
-theory asks of a run — a loss that decreases wherever it is measured, a smoothed margin that does
-not decrease once L < ℓ(0) (Lyu & Li, Theorem 4.1 / E.2), and, for a linear model, convergence to
-the hard-margin SVM direction (checked against a QP solved by scipy, not by the code under test).
+"""The loss-based momentum schedule (marginlab.train.fast): its rule on scripted losses, and what
+the theory asks of a run — a loss that decreases wherever it is measured, a smoothed margin that
+does not decrease once L < ℓ(0) (Lyu & Li, Theorem 4.1 / E.2), and, for a linear model,
+convergence to the hard-margin SVM direction (against a QP solved by scipy, not by the code under
+test). With momentum 0, the paper's ratios and no guard it must be the paper's schedule, i.e.
+reproduce marginlab.train.fit with LossBasedLR.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -15,87 +18,63 @@ from scipy.optimize import minimize
 
 from marginlab import margins, models
 from marginlab.errors import MarginlabError
-from marginlab.train import fit
-from marginlab.train.fast import LineSearchGD, fit_steps
+from marginlab.train import LossBasedLR, fit
+from marginlab.train.fast import LossBasedMomentum, fit_fast
 from marginlab.train.schedules import SCHEDULES, StepSizeUnderflowError, make_schedule
 
 LOG_LOG2 = math.log(math.log(2.0))
 
 
 # --- the rule on scripted losses --------------------------------------------------------------
-def test_trial_step_is_beta_over_squared_gradient_norm():
-    s = LineSearchGD(beta0=0.3, momentum=0.9)
-    assert s.trial(4.0, has_velocity=False) == (0.075, 0.0)  # no displacement yet: no momentum
-    assert s.trial(4.0, has_velocity=True) == (0.075, 0.9)
-    assert s.alpha == 0.075
-    assert s.log_lr(math.log(1e-300)) == pytest.approx(math.log(0.075) + 300 * math.log(10))
-
-
-def test_accept_grows_beta_reject_drops_momentum_then_shrinks_beta():
-    s = LineSearchGD(beta0=1.0, momentum=0.5, up=2.0, down=4.0)
-    s.trial(1.0, has_velocity=True)
+def test_keep_grows_alpha_rollback_shrinks_it():
+    s = LossBasedMomentum(alpha0=1.0, up=2.0, down=4.0)
+    assert s.relative_step(-700.0) == 1.0
+    assert s.log_lr(math.log(1e-300)) == pytest.approx(300 * math.log(10))
     assert s.decide(-10.0, -10.5) is True
-    assert s.beta == 2.0
-    _, mu = s.trial(1.0, has_velocity=True)
-    assert mu == 0.5
-    assert s.decide(-10.5, -10.4) is False  # rejected with momentum: same β, no momentum
-    assert s.beta == 2.0
-    assert s.trial(1.0, has_velocity=True) == (2.0, 0.0)
-    assert s.decide(-10.5, math.nan) is False  # rejected without momentum: β shrinks
-    assert s.beta == 0.5
-    assert s.trial(1.0, has_velocity=True) == (0.5, 0.0)
+    assert s.alpha == 2.0
     assert s.decide(-10.5, -10.5) is False  # equal loss is no decrease
-    assert s.beta == 0.125
+    assert s.alpha == 0.5
+    assert s.decide(-10.5, math.nan) is False
+    assert s.decide(-10.5, math.inf) is False
+    assert s.alpha == pytest.approx(1 / 32)
     assert s.decide(-10.5, -11.0) is True
-    assert s.beta == 0.25
-    assert s.trial(1.0, has_velocity=True)[1] == 0.5  # momentum back after a success
-
-
-def test_armijo_asks_for_a_fraction_of_the_promised_decrease():
-    s = LineSearchGD(beta0=1.0, momentum=0.0, up=2.0, down=2.0, armijo=0.5)
-    s.trial(1.0, has_velocity=False)
-    assert s.decide(0.0, -0.4) is False  # promised 1 nat, asked for 0.5, got 0.4
-    s.trial(1.0, has_velocity=False)
-    assert s.decide(0.0, -0.3) is True  # promised 0.5, asked 0.25
+    assert s.alpha == pytest.approx(1 / 16)
 
 
 def test_smoothed_margin_guard():
-    guarded = LineSearchGD(beta0=1.0, momentum=0.0)
-    free = LineSearchGD(beta0=1.0, momentum=0.0, monotone_margin=False)
-    for s, expected in ((guarded, False), (free, True)):
-        s.trial(1.0, has_velocity=False)
+    for guard, expected in ((True, False), (False, True)):
+        s = LossBasedMomentum(alpha0=1.0, monotone_margin=guard)
         assert s.decide(-50.0, -51.0, margins_before=(0.02, 0.03),
                         margins_after=(0.021, 0.0299)) is expected
-    guarded.trial(1.0, has_velocity=False)
-    assert guarded.decide(-50.0, -51.0, margins_before=(0.02, 0.03),
-                          margins_after=(0.02, 0.03)) is True
+    s = LossBasedMomentum(alpha0=1.0)
+    assert s.decide(-50.0, -51.0, margins_before=(0.02, 0.03), margins_after=(0.02, 0.03))
+    with pytest.raises(ValueError):  # before and after must name the same margins
+        s.decide(-50.0, -51.0, margins_before=(0.02, 0.03), margins_after=())
 
 
 def test_underflow_raises_and_cap_holds():
-    s = LineSearchGD(beta0=1e-3, momentum=0.0, up=1.5, down=10.0, min_beta=1e-5, max_beta=2e-3)
-    s.trial(1.0, has_velocity=False)
+    s = LossBasedMomentum(alpha0=1e-3, up=1.5, down=10.0, min_alpha=1e-5, max_alpha=2e-3)
     assert s.decide(-1.0, -2.0) and s.decide(-2.0, -3.0)
-    assert s.beta == 2e-3  # 1e-3 · 1.5² capped
-    assert s.decide(-3.0, -3.0) is False and s.beta == pytest.approx(2e-4)
-    assert s.decide(-3.0, -3.0) is False and s.beta == pytest.approx(2e-5)
+    assert s.alpha == 2e-3  # 1e-3 · 1.5² capped
+    assert s.decide(-3.0, -3.0) is False and s.alpha == pytest.approx(2e-4)
+    assert s.decide(-3.0, -3.0) is False and s.alpha == pytest.approx(2e-5)
     with pytest.raises(StepSizeUnderflowError):
         s.decide(-3.0, -3.0)
 
 
 def test_registered_config_round_trip_and_invalid_parameters():
-    assert SCHEDULES["line_search"] is LineSearchGD
-    s = LineSearchGD(beta0=0.2, momentum=0.8, steps_per_epoch=3)
-    s.trial(2.0, has_velocity=False)
+    assert SCHEDULES["loss_based_momentum"] is LossBasedMomentum
+    s = LossBasedMomentum(alpha0=0.2, momentum=0.8)
     s.decide(0.0, -1.0)
     t = make_schedule(s.config())
     assert t.config() == s.config()
     t.load_state_dict(s.state_dict())
-    assert t.state_dict() == s.state_dict()
-    for bad in ({"beta0": 0.0}, {"momentum": 1.0}, {"up": 1.0}, {"down": 0.5},
-                {"armijo": 1.0}, {"steps_per_epoch": 0}, {"beta0": math.nan},
-                {"min_beta": 1.0, "beta0": 0.1}):
+    assert t.state_dict() == s.state_dict() and t.alpha == s.alpha
+    for bad in ({"alpha0": 0.0}, {"momentum": 1.0}, {"momentum": -0.1}, {"up": 1.0},
+                {"down": 0.5}, {"alpha0": math.nan}, {"min_alpha": 1.0, "alpha0": 0.1},
+                {"max_alpha": 0.01}):
         with pytest.raises(MarginlabError):
-            LineSearchGD(**bad)
+            LossBasedMomentum(**bad)
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -113,26 +92,28 @@ def _separable(n: int, d: int, seed: int, gap: float = 0.2):
 def _records_monotone(history):
     """(loss decreases at every record, smoothed-margin decreases after L < ℓ(0))."""
     losses = [r["log_loss_sum"] for r in history]
-    loss_ok = all(b < a for a, b in zip(losses, losses[1:]))
-    drops = [(a[k] - b[k]) for a, b in zip(history, history[1:]) if a["log_loss_sum"] < LOG_LOG2
+    loss_ok = all(b < a for a, b in pairwise(losses))
+    drops = [(a[k] - b[k]) for a, b in pairwise(history) if a["log_loss_sum"] < LOG_LOG2
              for k in ("smoothed_margin", "smoothed_margin_multi") if b[k] < a[k]]
     return loss_ok, drops
 
 
-def test_two_layer_net_loss_and_smoothed_margin_monotone_at_every_step():
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_two_layer_net_loss_and_smoothed_margin_monotone_at_every_check(batch_size):
     X, y = _separable(40, 5, seed=1)
     net = models.two_layer(5, 20, bias="none", seed=0).double()
-    res = fit_steps(net, (X, y), schedule=LineSearchGD(steps_per_epoch=1), epochs=300,
-                    batch_size=None, loss="logistic", progress=False)
+    res = fit_fast(net, (X, y), schedule=LossBasedMomentum(), epochs=300,
+                   batch_size=batch_size, loss="logistic", progress=False)
     h = res.history
-    assert len(h) == 300 and all(r["steps"] == 1 for r in h)
+    assert len(h) == 300
+    assert all(r["steps"] == (1 if batch_size is None else 3) for r in h)
     loss_ok, drops = _records_monotone(h)
     assert loss_ok
     assert drops == []
     active = [r for r in h if r["log_loss_sum"] < LOG_LOG2]
-    assert len(active) > 200
+    assert len(active) > 250
     assert active[-1]["smoothed_margin"] > 1.5 * active[0]["smoothed_margin"] > 0
-    assert h[-1]["log10_loss_mean"] < -30
+    assert h[-1]["log10_loss_mean"] < -20
     # The recorded statistics are margins.measure's at the same parameters.
     ref = margins.measure(net, X, y, "logistic").as_dict()
     for k, v in ref.items():
@@ -140,19 +121,39 @@ def test_two_layer_net_loss_and_smoothed_margin_monotone_at_every_step():
 
 
 def test_the_guard_is_not_vacuous():
-    """Without the smoothed-margin test the same run's γ̃ does go down between steps (large
-    steps make it zigzag while the loss still decreases); with it, never."""
+    """Without the smoothed-margin test, γ̃ of the same run does go down between epochs while
+    the loss still decreases; with it, never."""
     X, y = _separable(40, 5, seed=2)
     drops = {}
     for guard in (False, True):
         net = models.two_layer(5, 20, bias="none", seed=3).double()
-        res = fit_steps(net, (X, y), schedule=LineSearchGD(steps_per_epoch=1,
-                                                            monotone_margin=guard),
-                        epochs=150, batch_size=None, loss="logistic", progress=False)
+        res = fit_fast(net, (X, y), schedule=LossBasedMomentum(monotone_margin=guard),
+                       epochs=150, batch_size=None, loss="logistic", progress=False)
         loss_ok, drops[guard] = _records_monotone(res.history)
         assert loss_ok
-    assert len(drops[False]) > 20
+    assert len(drops[False]) > 5
     assert drops[True] == []
+
+
+def test_without_momentum_and_guard_it_is_the_papers_schedule():
+    """μ = 0, up 2^{1/5}, down 2^{1/10}, no guard: the same epochs, retries and parameters as
+    marginlab.train.fit with LossBasedLR (Lyu & Li, Appendix L.1)."""
+    X, y = _separable(50, 4, seed=4)
+    runs = []
+    paper = LossBasedMomentum(momentum=0.0, up=2 ** 0.2, down=2 ** 0.1, monotone_margin=False)
+    for train, schedule in ((fit, LossBasedLR()), (fit_fast, paper)):
+        net = models.two_layer(4, 10, bias="none", seed=5).double()
+        res = train(net, (X, y), schedule=schedule, epochs=40, batch_size=16, seed=3,
+                    loss="logistic", progress=False)
+        runs.append((net, res.history))
+    (net_a, h_a), (net_b, h_b) = runs
+    assert sum(r["retries"] for r in h_a) > 5  # the rule was exercised
+    assert [r["retries"] for r in h_a] == [r["retries"] for r in h_b]
+    for a, b in zip(h_a, h_b):
+        assert b["log_loss_sum"] == pytest.approx(a["log_loss_sum"], rel=1e-10)
+        assert b["log10_lr"] == pytest.approx(a["log10_lr"], rel=1e-12)
+    for p, q in zip(net_a.parameters(), net_b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
 
 
 def _svm_margin(X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -172,8 +173,8 @@ def test_linear_model_converges_to_the_svm_direction(loss):
     X, y = _separable(30, 4, seed=5, gap=0.05)
     gamma_svm, w_svm = _svm_margin(X.numpy(), y.numpy().astype(float))
     net = models.mlp(4, [], 1, bias="none", seed=0).double()
-    res = fit_steps(net, (X, y), schedule=LineSearchGD(), epochs=1000, batch_size=None,
-                    loss=loss, stop_at_log10_loss=-400, progress=False)
+    res = fit_fast(net, (X, y), schedule=LossBasedMomentum(), epochs=3000, batch_size=None,
+                   loss=loss, stop_at_log10_loss=-300, progress=False)
     assert res.stop_reason == "target"
     last = res.history[-1]
     w = net.fc1.weight.detach()[0].numpy()
@@ -187,33 +188,41 @@ def test_resume_continues_exactly(tmp_path):
 
     def run(epochs, **kw):
         net = models.two_layer(4, 8, bias="none", seed=1).double()
-        res = fit_steps(net, (X, y), (X[:10], y[:10]), schedule=LineSearchGD(steps_per_epoch=4),
-                        epochs=epochs, batch_size=16, loss="logistic", progress=False, **kw)
+        res = fit_fast(net, (X, y), (X[:10], y[:10]), schedule=LossBasedMomentum(),
+                       epochs=epochs, batch_size=8, loss="logistic", progress=False, **kw)
         return net, res
 
-    straight, _ = run(6)
-    run(3, run_dir=tmp_path / "r")
-    resumed, res = run(6, run_dir=tmp_path / "r", resume=True)
+    straight, res_straight = run(12)
+    run(5, run_dir=tmp_path / "r")
+    resumed, res = run(12, run_dir=tmp_path / "r", resume=True)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
-    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5, 6]
-    for f in ("config.json", "metrics.jsonl", "events.jsonl", "snapshots/model-5.safetensors"):
+    assert [r["epoch"] for r in res.history] == list(range(1, 13))
+    assert [r["log_loss_sum"] for r in res.history] == [
+        r["log_loss_sum"] for r in res_straight.history]
+    for f in ("config.json", "metrics.jsonl", "events.jsonl", "snapshots/model-5.safetensors",
+              "checkpoints/momentum.safetensors"):
         assert (tmp_path / "r" / f).exists()
 
 
-def test_fit_hands_the_line_search_over_to_its_loop():
+def test_fit_hands_the_schedule_over_to_its_loop():
     X, y = _separable(20, 3, seed=9)
-    net = models.two_layer(3, 6, bias="none", seed=2).double()
-    res = fit(net, (X, y), schedule=LineSearchGD(steps_per_epoch=2), epochs=3, batch_size=None,
-              loss="logistic", progress=False)
-    assert [r["steps"] for r in res.history] == [2, 2, 2]
-    assert all("beta" in r for r in res.history)
+    nets, histories = [], []
+    for train in (fit, fit_fast):
+        net = models.two_layer(3, 6, bias="none", seed=2).double()
+        res = train(net, (X, y), schedule=LossBasedMomentum(), epochs=20, batch_size=8,
+                    loss="logistic", progress=False)
+        nets.append(net)
+        histories.append([r["log_loss_sum"] for r in res.history])
+    assert histories[0] == histories[1]
+    for p, q in zip(*(n.parameters() for n in nets)):
+        assert torch.equal(p, q)
 
 
 def test_weight_decay_and_other_schedules_are_refused():
     X, y = _separable(10, 3, seed=0)
     net = models.two_layer(3, 4, bias="none").double()
     with pytest.raises(MarginlabError, match="weight decay"):
-        fit_steps(net, (X, y), schedule=LineSearchGD(), epochs=1, weight_decay=1e-3)
-    with pytest.raises(MarginlabError, match="LineSearchGD"):
-        fit_steps(net, (X, y), schedule=make_schedule({"name": "constant"}), epochs=1)
+        fit_fast(net, (X, y), schedule=LossBasedMomentum(), epochs=1, weight_decay=1e-3)
+    with pytest.raises(MarginlabError, match="LossBasedMomentum"):
+        fit_fast(net, (X, y), schedule=make_schedule({"name": "constant"}), epochs=1)

@@ -51,6 +51,7 @@ __all__ = [
     "FlowResult",
     "ParticleMeasure",
     "ReferenceOptimum",
+    "first_variation",
     "objective",
     "outputs",
     "reference_optimum",
@@ -171,6 +172,27 @@ def objective(
     return value + lam * measure.second_moment
 
 
+def first_variation(
+    measure: ParticleMeasure,
+    x: Tensor,
+    y: Tensor,
+    lam: float,
+    theta: Tensor,
+    reduction: Reduction = "sum",
+) -> Tensor:
+    """L'[ρ](θ) = ⟨∇R(∫Φ dρ), Φ(θ)⟩ + λ‖θ‖² at the rows of ``theta`` (K, d+1); (K,) float64.
+
+    Section 5: the derivative of L along mass added at θ. ρ is optimal iff L'[ρ] ≥ 0 on the unit
+    sphere (convexity in ρ, proof of Theorem E.4, Eq. (E.13)); where it is negative, the σU_d
+    term of (5.2) seeds mass that grows like exp(−4L'[ρ](θ̄)t) (Lemma E.15, Claim E.19).
+    """
+    x, y = _check_data(x, y)
+    _, g = _loss_and_grad(outputs(measure, x), y, _reduction_scale(reduction, len(y)))
+    theta = torch.as_tensor(theta, dtype=_F64)
+    phi = theta[:, :1] * torch.relu(theta[:, 1:] @ x.T)  # (K, n)
+    return phi @ g + lam * (theta * theta).sum(1)
+
+
 def velocity(
     measure: ParticleMeasure, x: Tensor, y: Tensor, lam: float, reduction: Reduction = "sum"
 ) -> Tensor:
@@ -214,7 +236,7 @@ class FlowConfig:
     max_particles: int = 10_000
     reduction: Reduction = "sum"
     record_every: int = 1
-    chunk_size: int = 1024
+    chunk_size: int = 4096
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -284,7 +306,9 @@ class _Flow:
         self.origin = float(measure.origin_mass)
         self.pruned = 0.0
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.f = self._rows_output(torch.arange(p), store=True)
+        self.f = torch.zeros(n, dtype=_F64)
+        for s in range(0, p, cfg.chunk_size):
+            self.f += self._rows_output(torch.arange(s, min(s + cfg.chunk_size, p)), store=True)
 
     def _rows_output(self, rows: Tensor, store: bool) -> Tensor:
         """Σ_{j∈rows} m_j w_j relu(u_jᵀx); optionally stores the rows' activation patterns."""
@@ -300,20 +324,25 @@ class _Flow:
         return value + self.cfg.lam * float(m @ (th * th).sum(1)), g
 
     def step(self, g: Tensor) -> None:
-        cfg, eta, lam2 = self.cfg, self.cfg.eta, 2 * self.cfg.lam
+        cfg, eta, lam2, p = self.cfg, self.cfg.eta, 2 * self.cfg.lam, self.count
+        th = self.theta[:p]
+        w, u = th[:, 0], th[:, 1:]
+        xg = g[:, None] * self.x  # (n, d): row i is g_i x_i
+        G = torch.empty(p, self.x.shape[1], dtype=_F64)  # Σ_i 1[uᵀx_i > 0] g_i x_i per particle
+        for s in range(0, p, cfg.chunk_size):
+            e = min(s + cfg.chunk_size, p)
+            torch.mm(self.active[s:e].to(_F64), xg, out=G[s:e])
+        grad_w = (u * G).sum(1).add_(w, alpha=lam2)  # uᵀG = Σ_i g_i relu(uᵀx_i)
+        grad_u = G.mul_(w[:, None]).add_(u, alpha=lam2)
+        w.sub_(grad_w, alpha=eta)
+        u.sub_(grad_u, alpha=eta)
+        c = self.mass[:p] * w
         f_next = torch.zeros_like(self.f)
-        for s in range(0, self.count, cfg.chunk_size):
-            e = min(s + cfg.chunk_size, self.count)
-            th = self.theta[s:e]
-            w, u = th[:, 0], th[:, 1:]
-            G = torch.where(self.active[s:e], g, 0.0) @ self.x  # (C, d)
-            grad_w = (u * G).sum(1).add_(w, alpha=lam2)
-            grad_u = G.mul_(w[:, None]).add_(u, alpha=lam2)
-            w.sub_(grad_w, alpha=eta)
-            u.sub_(grad_u, alpha=eta)
-            z = u @ self.xt  # (C, n) at the moved positions
-            torch.gt(z, 0, out=self.active[s:e])
-            f_next.addmv_(z.clamp_min_(0).T, self.mass[s:e] * w)
+        for s in range(0, p, cfg.chunk_size):
+            e = min(s + cfg.chunk_size, p)
+            z = (u[s:e] @ self.xt).clamp_min_(0)  # (C, n): relu(uᵀx_i) at the moved positions
+            f_next.addmv_(z.T, c[s:e])
+            torch.ne(z, 0, out=self.active[s:e])
         if cfg.sigma > 0:
             keep = 1.0 - eta * cfg.sigma
             self.mass[: self.count] *= keep

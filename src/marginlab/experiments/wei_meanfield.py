@@ -63,6 +63,24 @@ def _mpl():
     return plt
 
 
+def _stationarity(rho: meanfield.ParticleMeasure, x, y, lam: float, reduction: str) -> dict:
+    """E_ρ‖v[ρ]‖² and min of L'[ρ] over the unit sphere S² (on balanced θ = (±1, ū)/√2, ū on a
+    0.1° grid: there the minimum lies when it is negative)."""
+    v = meanfield.velocity(rho, x, y, lam, reduction)
+    phi = torch.arange(3600, dtype=torch.float64) * (2 * math.pi / 3600)
+    u = torch.stack([torch.cos(phi), torch.sin(phi)], dim=1)
+    w = torch.ones(3600, 1, dtype=torch.float64)
+    theta = torch.cat([torch.cat([w, u], 1), torch.cat([-w, u], 1)]) / math.sqrt(2)
+    lp = meanfield.first_variation(rho, x, y, lam, theta, reduction)
+    i = int(lp.argmin())
+    return {
+        "final_mean_speed2": float(rho.mass @ (v * v).sum(1)),
+        "final_min_first_variation": float(lp[i]),
+        "argmin_u_deg": float(torch.rad2deg(phi[i % 3600])),
+        "argmin_w_sign": 1 if i < 3600 else -1,
+    }
+
+
 def _first_hit(time_: np.ndarray, gap: np.ndarray, eps: float) -> float | None:
     hit = np.flatnonzero(gap <= eps)
     return float(time_[hit[0]]) if len(hit) else None
@@ -94,7 +112,7 @@ def _plot_gap(trajs: list[dict], sigmas: list[float], epsilons: list[float], pat
     ax.set_xlabel("time t = η · step")
     ax.set_ylabel("L[ρ_t] − L*")
     ax.set_title("objective gap (median over seeds, band = min–max)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.8))
     axp.set_xlabel("time t = η · step")
     axp.set_ylabel("particles")
     axp.set_title("particle count (budget, then pruning to the origin)")
@@ -115,8 +133,10 @@ def _plot_atoms(
     plt = _mpl()
     fig, axes = plt.subplots(len(finals), 1, figsize=(11, 1.9 * len(finals) + 0.8), sharex=True)
     axes = np.atleast_1d(axes)
-    data_deg = np.degrees(np.mod(np.arctan2(x[:, 1], x[:, 0]).numpy(), 2 * np.pi))
-    ref_deg = np.degrees(np.mod(np.arctan2(ref.directions[:, 1], ref.directions[:, 0]), 2 * np.pi))
+    xn = x.numpy()
+    data_deg = np.degrees(np.mod(np.arctan2(xn[:, 1], xn[:, 0]), 2 * np.pi))
+    dirs = ref.directions.numpy()
+    ref_deg = np.degrees(np.mod(np.arctan2(dirs[:, 1], dirs[:, 0]), 2 * np.pi))
     bins = np.arange(0, 362, 2.0)
     for ax, (sigma, rho) in zip(axes, finals.items()):
         th = rho.theta.numpy()
@@ -131,7 +151,7 @@ def _plot_atoms(
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel("a(ū)")
         ax.set_title(_sigma_label(sigma), fontsize=9, loc="left")
-    axes[0].legend(fontsize=8, loc="upper right")
+    axes[0].legend(fontsize=8, loc="upper center")
     axes[-1].set_xlabel("direction of u (degrees); ticks on the axis: data (green +, red −)")
     axes[-1].set_xlim(0, 360)
     fig.suptitle("final measure as output weights along directions of u (first seed)", fontsize=10)
@@ -184,8 +204,8 @@ def run(request: RunRequest) -> Path:
     finals: dict[float, meanfield.ParticleMeasure] = {}
     jobs = [(sig, request.seed + k) for sig in sigmas for k in range(s["seeds"])]
     for sigma, seed in tqdm(jobs, desc=EXPERIMENT_ID, disable=None):
-        if (sigma, seed) in done and not (seed == request.seed and sigma not in finals):
-            continue
+        if (sigma, seed) in done and seed != request.seed:
+            continue  # resumed: done (the first seed reruns for the atoms figure)
         rho0 = meanfield.ParticleMeasure.cone(
             s["n_init"],
             axis,
@@ -210,6 +230,16 @@ def run(request: RunRequest) -> Path:
             continue
         t, gap = res.time.numpy(), (res.objective - ref.value).numpy()
         storage.append_jsonl(
+            traj_path,
+            {
+                "sigma": sigma,
+                "seed": seed,
+                "time": t,
+                "gap": gap,
+                "n_particles": res.n_particles.numpy(),
+            },
+        )
+        storage.append_jsonl(
             trials_path,
             {
                 "sigma": sigma,
@@ -224,22 +254,14 @@ def run(request: RunRequest) -> Path:
                 "pruned_effective_mass": float(res.pruned_effective_mass[-1]),
                 "injected_effective_mass": sigma * float(t[-1]),
                 "final_second_moment": float(res.second_moment[-1]),
+                **_stationarity(res.measure, x, y, lam, reduction),
                 "wall_time": res.wall_time,
-            },
-        )
-        storage.append_jsonl(
-            traj_path,
-            {
-                "sigma": sigma,
-                "seed": seed,
-                "time": t,
-                "gap": gap,
-                "n_particles": res.n_particles.numpy(),
             },
         )
 
     trials = storage.read_jsonl(trials_path)
-    trajs = storage.read_jsonl(traj_path)
+    # A trajectory is written before its trial line, so a resumed run may repeat one: keep the last.
+    trajs = list({(r["sigma"], r["seed"]): r for r in storage.read_jsonl(traj_path)}.values())
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     _plot_gap(trajs, sigmas, epsilons, plots / "gap.png")
@@ -294,6 +316,8 @@ def _report(
         *[f"time to ε = {e:g}" for e in epsilons],
         "final gap (median)",
         "min gap (median)",
+        "E‖v‖² at end",
+        "min L' on S² at end (at u, sign w)",
         "particles",
         "pruned / injected m‖θ‖²",
         "wall s (mean)",
@@ -303,6 +327,7 @@ def _report(
         ts = [t for t in trials if t["sigma"] == sigma]
         if not ts:
             continue
+        first = min(ts, key=lambda t: t["seed"])
         row: list = [_sigma_label(sigma)]
         for e in epsilons:
             hits = [t["time_to_eps"][f"{e:g}"] for t in ts]
@@ -315,6 +340,9 @@ def _report(
         row += [
             float(np.median([t["final_gap"] for t in ts])),
             float(np.median([t["min_gap"] for t in ts])),
+            float(np.median([t["final_mean_speed2"] for t in ts])),
+            f"{first['final_min_first_variation']:.3g} ({first['argmin_u_deg']:.1f}°, "
+            f"{'+' if first['argmin_w_sign'] > 0 else '−'})",
             int(np.median([t["final_particles"] for t in ts])),
             f"{pruned / injected:.3g}" if injected > 0 else "–",
             float(np.mean([t["wall_time"] for t in ts])),
@@ -328,14 +356,20 @@ def _report(
         "larger σ escapes the stall sooner but leaves a higher floor (Theorem 5.3 takes σ "
         "exponentially small in d log(1/ε)). 'pruned / injected' compares the effective mass "
         "m‖θ‖² moved to the origin by the particle budget with the effective mass σt injected; "
-        f"total mass ∫dρ stayed 1 within {mass_err:.1e} in every run."
+        f"total mass ∫dρ stayed 1 within {mass_err:.1e} in every run. The last two columns "
+        "read the end state (first seed) against the proof of Theorem E.4: E‖v‖² ≈ 0 means a "
+        "stationary point of the flow, and it is optimal iff L'[ρ] ≥ 0 on the sphere; a very "
+        "negative min L' with E‖v‖² ≈ 0 is the stall (a descent direction that carries no mass, "
+        "which the plain flow cannot create), a slightly negative one is a direction where fresh "
+        "mass grows only like exp(−4 min L' t)."
     )
     rep.heading("Where the mass ends up")
     rep.image("plots/atoms.png", "final measures vs optimal atoms")
     rep.paragraph(
         "Each panel bins the final particles by the direction of u and sums their output "
-        "weights m·w·‖u‖; crosses mark the atoms of the certified optimum. The plain flow holds "
-        "weight on one cluster only; the perturbed flows put it on every atom of the optimum."
+        "weights m·w·‖u‖; crosses mark the atoms of the certified optimum (first seed). Weight "
+        "missing at an atom at the end of a run is where the remaining gap lies (compare the "
+        "direction of min L' in the table above)."
     )
     rep.heading("Run")
     rep.paragraph(
@@ -386,9 +420,9 @@ register(
                 "sigmas": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
                 "epsilons": [1e-1, 1e-2, 1e-3, 1e-4],
                 "fresh_per_step": 1,
-                "max_particles": 20000,
+                "max_particles": 5000,
                 "record_every": 10,
-                "seeds": 10,
+                "seeds": 5,
             },
         },
         run=run,

@@ -179,6 +179,9 @@ def fit(
         StepSizeUnderflowError: the loss-based step fell below its floor (loss stopped decreasing).
         MarginlabError: invalid data, settings, or run directory.
     """
+    if getattr(schedule, "training_loop", None) is not None:
+        # A schedule with its own loop (e.g. train/fast.py) takes these same arguments.
+        return schedule.training_loop(**locals())
     X, y = train
     margins.validate_data(X, y)
     if test is not None:
