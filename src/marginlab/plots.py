@@ -19,6 +19,19 @@ def _mpl():
     return plt
 
 
+def save_figure(fig, path: str | os.PathLike, *, title: str = "", dpi: int = 110) -> Path:
+    """Title, lay out and write ``fig`` as a PNG (creating the folder), then close it."""
+    plt = _mpl()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _null_formatter():
     from matplotlib.ticker import NullFormatter
 
@@ -78,14 +91,7 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title=title)
 
 
 def plot_margin_vs_time(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
@@ -104,11 +110,4 @@ def plot_margin_vs_time(runs: Mapping[str, Sequence[dict]], path: str | os.PathL
         ax.set_xlabel("wall-clock seconds")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title=title)

@@ -155,14 +155,9 @@ def plot_rows(panels: Mapping[str, list[AggregateRow]], path: str | os.PathLike,
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from marginlab.plots import save_figure
+
+    return save_figure(fig, path, title=title)
 
 
 def default_y(spec, records: Sequence[Any]) -> list[str]:
