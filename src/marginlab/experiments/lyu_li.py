@@ -29,7 +29,7 @@ MNIST_SCALES = {
         # subset: the paper's procedure (SGD, batch 100, both schedules) at CPU cost.
         "model": "mlp", "widths": [64, 64], "width": 1.0, "data": "mnist5k", "n_train": 200,
         "n_test": 1000, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 1000000,
-        "seconds_per_run": 75.0, "workers": 2, "biases": ["first", "none"],
+        "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
         "trajectory_every": 100,
     },
     "paper": {
