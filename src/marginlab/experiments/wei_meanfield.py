@@ -27,6 +27,7 @@ import torch
 from marginlab import meanfield, storage
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
+from marginlab.plots import save_figure
 from marginlab.report import Report
 
 __all__ = ["cluster_data", "run"]
@@ -117,9 +118,7 @@ def _plot_gap(trajs: list[dict], sigmas: list[float], epsilons: list[float], pat
     axp.set_ylabel("particles")
     axp.set_title("particle count (budget, then pruning to the origin)")
     axp.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_atoms(
@@ -154,10 +153,9 @@ def _plot_atoms(
     axes[0].legend(fontsize=8, loc="upper center")
     axes[-1].set_xlabel("direction of u (degrees); ticks on the axis: data (green +, red −)")
     axes[-1].set_xlim(0, 360)
-    fig.suptitle("final measure as output weights along directions of u (first seed)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(
+        fig, path, title="final measure as output weights along directions of u (first seed)"
+    )
 
 
 def _mean_std(values: list[float]) -> str:
