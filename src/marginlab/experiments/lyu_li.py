@@ -30,13 +30,13 @@ MNIST_SCALES = {
         "model": "mlp", "widths": [64, 64], "width": 1.0, "data": "mnist5k", "n_train": 200,
         "n_test": 1000, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 1000000,
         "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
-        "trajectory_every": 100,
+        "trajectory_every": 100, "extra_schedules": [],
     },
     "paper": {
         "model": "mnist_cnn", "widths": [], "width": 1.0, "data": "mnist", "n_train": None,
         "n_test": None, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 10000,
         "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
-        "trajectory_every": 500,
+        "trajectory_every": 500, "extra_schedules": [],
     },
 }
 
@@ -45,13 +45,13 @@ CIFAR_SCALES = {
         "model": "vgg16", "widths": [], "width": 0.125, "data": "cifar10", "n_train": 500,
         "n_test": 500, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 1000000,
         "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
-        "trajectory_every": 100,
+        "trajectory_every": 100, "extra_schedules": [],
     },
     "paper": {
         "model": "vgg16", "widths": [], "width": 1.0, "data": "cifar10", "n_train": None,
         "n_test": None, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 10000,
         "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
-        "trajectory_every": 500,
+        "trajectory_every": 500, "extra_schedules": [],
     },
 }
 
@@ -60,9 +60,14 @@ def _specs(request: RunRequest) -> dict[str, dict]:
     s = request.settings
     specs = {}
     for bias in s["biases"]:
-        for sched in ("constant", "loss_based"):
-            schedule = ({"name": "constant", "lr": s["lr"]} if sched == "constant"
-                        else {"name": "loss_based", "alpha0": s["alpha0"]})
+        # Any registered schedule can join the comparison: --set extra_schedules='["NAME"]'.
+        for sched in ("constant", "loss_based", *s.get("extra_schedules", [])):
+            if sched == "constant":
+                schedule = {"name": "constant", "lr": s["lr"]}
+            elif sched == "loss_based":
+                schedule = {"name": "loss_based", "alpha0": s["alpha0"]}
+            else:
+                schedule = {"name": sched}
             specs[f"{sched}-bias-{bias}"] = {
                 "model": s["model"], "bias": bias, "widths": list(s["widths"]),
                 "width": s["width"], "data": s["data"],
