@@ -477,7 +477,8 @@ class ReferenceOptimum:
         value: best primal value found: the objective of an actual measure, so ≥ L*.
         lower_bound: the dual bound, ≤ L* when ``certified``.
         certified: the supremum over the sphere in the dual bound is exact (d ≤ 2); for d ≥ 3
-            it is estimated from a random sample with local ascent, and the bound is approximate.
+            it is estimated from a random sample with local ascent, so the bound is approximate
+            and may exceed L* (an underestimated supremum makes the dual point infeasible).
         grid_sizes: number of directions of each grid level.
         grid_values: the optimum on each grid level (upper bounds on L*).
         rounds: column-generation rounds after the finest grid.
