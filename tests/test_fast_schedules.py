@@ -52,6 +52,18 @@ def test_smoothed_margin_guard():
         s.decide(-50.0, -51.0, margins_before=(0.02, 0.03), margins_after=())
 
 
+def test_active_samples_are_those_within_the_gap_of_the_total_loss():
+    log_L = math.log(2.0)
+    log_losses = torch.tensor([math.log(1.0), math.log(1.0), -29.0, -31.0, -1e4],
+                              dtype=torch.float64)
+    s = LossBasedMomentum(active_gap=30.0)
+    assert s.active_samples(log_losses, log_L).tolist() == [0, 1, 2]
+    assert LossBasedMomentum(active_gap=None).active_samples(log_losses, log_L).tolist() == [
+        0, 1, 2, 3, 4]
+    with pytest.raises(MarginlabError):
+        LossBasedMomentum(active_gap=0.0)
+
+
 def test_underflow_raises_and_cap_holds():
     s = LossBasedMomentum(alpha0=1e-3, up=1.5, down=10.0, min_alpha=1e-5, max_alpha=2e-3)
     assert s.decide(-1.0, -2.0) and s.decide(-2.0, -3.0)
@@ -106,7 +118,12 @@ def test_two_layer_net_loss_and_smoothed_margin_monotone_at_every_check(batch_si
                    batch_size=batch_size, loss="logistic", progress=False)
     h = res.history
     assert len(h) == 300
-    assert all(r["steps"] == (1 if batch_size is None else 3) for r in h)
+    if batch_size is None:
+        assert all(r["steps"] == 1 and r["samples_used"] == 40 for r in h)
+    else:  # the samples that carry the loss: all at first, fewer once margins spread
+        assert h[0]["samples_used"] == 40 and h[0]["steps"] == 3
+        assert min(r["samples_used"] for r in h) < 40
+        assert all(r["steps"] == math.ceil(r["samples_used"] / 16) for r in h)
     loss_ok, drops = _records_monotone(h)
     assert loss_ok
     assert drops == []
@@ -140,7 +157,8 @@ def test_without_momentum_and_guard_it_is_the_papers_schedule():
     marginlab.train.fit with LossBasedLR (Lyu & Li, Appendix L.1)."""
     X, y = _separable(50, 4, seed=4)
     runs = []
-    paper = LossBasedMomentum(momentum=0.0, up=2 ** 0.2, down=2 ** 0.1, monotone_margin=False)
+    paper = LossBasedMomentum(momentum=0.0, up=2 ** 0.2, down=2 ** 0.1, monotone_margin=False,
+                              active_gap=None)
     for train, schedule in ((fit, LossBasedLR()), (fit_fast, paper)):
         net = models.two_layer(4, 10, bias="none", seed=5).double()
         res = train(net, (X, y), schedule=schedule, epochs=40, batch_size=16, seed=3,

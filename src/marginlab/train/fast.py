@@ -117,6 +117,7 @@ class LossBasedMomentum(Schedule):
     up: float = 2 ** (1 / 10)
     down: float = 2.0
     monotone_margin: bool = True
+    active_gap: float | None = 30.0
     min_alpha: float = 1e-20
     max_alpha: float = 1e2
     _alpha: float = field(init=False, repr=False)
@@ -134,6 +135,8 @@ class LossBasedMomentum(Schedule):
             (self.down > 1, f"down must be > 1, got {self.down}"),
             (0 < self.min_alpha <= self.alpha0 <= self.max_alpha,
              "need 0 < min_alpha <= alpha0 <= max_alpha"),
+            (self.active_gap is None or (math.isfinite(self.active_gap) and self.active_gap > 0),
+             f"active_gap must be a positive number or None, got {self.active_gap}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -152,6 +155,17 @@ class LossBasedMomentum(Schedule):
     def log_lr(self, frame: float) -> float:
         """log of the true rate on the mean loss, α / L̄."""
         return math.log(self._alpha) - frame
+
+    def active_samples(self, log_losses: Tensor, log_L: float) -> Tensor:
+        """Indices of the samples the next epoch's steps use: those with ℓ_n ≥ e^{−gap}·L.
+
+        Args:
+            log_losses: log ℓ_n at the current parameters, shape (N,).
+            log_L: log Σ_n ℓ_n.
+        """
+        if self.active_gap is None:
+            return torch.arange(log_losses.numel())
+        return torch.nonzero(log_losses >= log_L - self.active_gap)[:, 0]
 
     def decide(self, log_loss_before: float, log_loss_after: float, *,
                margins_before: Sequence[float] = (), margins_after: Sequence[float] = ()) -> bool:
@@ -187,7 +201,8 @@ class LossBasedMomentum(Schedule):
     def config(self) -> dict:
         return {"name": self.name, "alpha0": self.alpha0, "momentum": self.momentum,
                 "up": self.up, "down": self.down, "monotone_margin": self.monotone_margin,
-                "min_alpha": self.min_alpha, "max_alpha": self.max_alpha}
+                "active_gap": self.active_gap, "min_alpha": self.min_alpha,
+                "max_alpha": self.max_alpha}
 
 
 # --- the objective ------------------------------------------------------------------------
@@ -202,8 +217,9 @@ class _Objective:
         self.norms = _Norms(model, X[:8], convention)
         self._graph: Tensor | None = None
 
-    def evaluate(self) -> tuple[float, Tensor]:
-        """log L at the current parameters and the margins q_n (float64, shape (N,)).
+    def evaluate(self) -> tuple[float, Tensor, Tensor]:
+        """log L at the current parameters, the margins q_n and the log-losses log ℓ_n
+        (float64, shape (N,) each).
 
         With ``keep_graph``, :meth:`gradient` then reuses this forward pass.
         """
@@ -214,9 +230,10 @@ class _Objective:
                 yb = self.y[start:start + self.chunk]
                 log_losses.append(_batch_log_loss(out, yb, self.loss))
                 qs.append(_margins(out.detach(), yb))
-            log_L = torch.logsumexp(torch.cat(log_losses), 0)
+            per_sample = torch.cat(log_losses)
+            log_L = torch.logsumexp(per_sample, 0)
         self._graph = log_L if self.keep_graph else None
-        return float(log_L.detach()), torch.cat(qs)
+        return float(log_L.detach()), torch.cat(qs), per_sample.detach()
 
     def gradient(self) -> None:
         """Put ∇ log L at the parameters of the last :meth:`evaluate` into ``p.grad``."""
@@ -450,7 +467,7 @@ def fit_fast(
         return {"test_loss": (float(torch.logsumexp(o.log_loss, 0)) - math.log(len(o.q))) / LN10,
                 "test_acc": float((o.q > 0).double().mean())}
 
-    log_L, _ = objective.evaluate()
+    log_L, _, log_losses = objective.evaluate()
     if not math.isfinite(log_L):
         raise MarginlabError("the initial training loss is not finite")
     smoothed = objective.smoothed_margins(log_L)
@@ -479,19 +496,21 @@ def fit_fast(
                         objective.gradient()
                         grad_cache = [_grad(p) for p in params]
                     _heavy_ball(params, velocity, grad_cache, alpha, schedule.momentum)
-                    steps = 1
+                    steps, used = 1, n
                 else:
-                    steps = _sgd_epoch(model, params, velocity, X_dev, y_dev, loss_fn, frame,
-                                       alpha, schedule.momentum, batch_size, gen)
-                new_log_L, new_q = objective.evaluate()
-                active = log_L < log_zero  # γ̃ is monotone only once L < ℓ(0)
+                    indices = schedule.active_samples(log_losses, log_L)
+                    steps = _sgd_epoch(model, params, velocity, X_dev, y_dev, indices, loss_fn,
+                                       frame, alpha, schedule.momentum, batch_size, gen)
+                    used = indices.numel()
+                new_log_L, new_q, new_log_losses = objective.evaluate()
+                guarded = log_L < log_zero  # γ̃ is monotone only once L < ℓ(0)
                 new_smoothed = (objective.smoothed_margins(new_log_L)
                                 if math.isfinite(new_log_L) else (math.nan, math.nan))
                 keep = False
                 try:  # a schedule may give up (raise); the failed epoch is rolled back first
                     keep = schedule.decide(log_L, new_log_L,
-                                           margins_before=smoothed if active else (),
-                                           margins_after=new_smoothed if active else ())
+                                           margins_before=smoothed if guarded else (),
+                                           margins_after=new_smoothed if guarded else ())
                 finally:
                     if not keep:
                         _copy_into(params, saved)
@@ -510,13 +529,14 @@ def fit_fast(
                     raise MarginlabError(
                         f"epoch {epoch} diverged (NaN/inf loss) in {diverged} attempts; "
                         "training diverges at this step size")
-            log_L, smoothed, grad_cache = new_log_L, new_smoothed, None
+            log_L, log_losses, smoothed = new_log_L, new_log_losses, new_smoothed
+            grad_cache = None
             log_lr = math.log(alpha) - frame
             stats = objective.stats(log_L, new_q)
             record = {"epoch": epoch, **stats, **test_stats(), "alpha": alpha,
                       "lr": math.exp(log_lr) if log_lr < 709 else math.inf,
                       "log10_lr": log_lr / LN10, "steps": steps, "retries": retries,
-                      "wall_time": time.perf_counter() - t_start,
+                      "samples_used": used, "wall_time": time.perf_counter() - t_start,
                       "cpu_time": time.process_time() - c_start}
             history.append(record)
             snapshots_done = state["snapshots_done"]
@@ -565,15 +585,15 @@ SCHEDULES[LossBasedMomentum.name] = LossBasedMomentum
 
 
 def _sgd_epoch(model: nn.Module, params: list[Tensor], velocity: list[Tensor], X: Tensor,
-               y: Tensor, loss: Loss, frame: float, alpha: float, mu: float, bs: int,
-               gen: torch.Generator) -> int:
-    """One pass of heavy-ball SGD over a fresh shuffle; returns the number of steps.
+               y: Tensor, indices: Tensor, loss: Loss, frame: float, alpha: float, mu: float,
+               bs: int, gen: torch.Generator) -> int:
+    """One pass of heavy-ball SGD over a fresh shuffle of ``indices``; returns the step count.
 
     Each step differentiates R = exp(log L̄_B − frame), so that v ← μ v − α ∇R is the
     loss-based step −(α/L̄) ∇L̄_B (DESIGN.md §3) and never leaves float range.
     """
-    n = X.shape[0]
-    order = torch.randperm(n, generator=gen).to(X.device)
+    n = indices.numel()
+    order = indices[torch.randperm(n, generator=gen)].to(X.device)
     steps = 0
     for start in range(0, n, bs):
         idx = order[start:start + bs]
