@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -78,10 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     for i, r in enumerate(runs, 1):
         print(f"| {i} | {r['workers']} | {r['wall']:.1f} | {r['trial_seconds']:.1f} | "
               f"{r['child_cpu']:.1f} | {r['child_cpu'] / r['wall']:.2f} |")
+    # Two trials running side by side each take longer than one alone (shared caches and memory
+    # bandwidth): 2 x (trial time alone) / (trial time side by side) is what any runner could get.
+    s1 = sum(r["trial_seconds"] for r in runs if r["workers"] == 1)
+    s2 = sum(r["trial_seconds"] for r in runs if r["workers"] == 2)
+    ceiling = 2 * s1 / s2
+    overhead = {w: statistics.mean(r["wall"] - r["trial_seconds"] / w
+                                   for r in runs if r["workers"] == w) for w in (1, 2)}
     print(f"\n**Speed-up, 2 workers over 1: {t1 / t2:.2f}x** (goal >= 1.8x on 2 idle cores). "
           "\"Cores used\" is the workers' CPU time over the wall time: about 1 and 2 on an idle "
           "2-core machine; when both configurations get the same share, other work on the "
           "machine, not the runner, bounds the speed-up.\n")
+    print(f"A trial took {100 * (s2 / s1 - 1):.1f}% longer beside another than alone, so no "
+          f"runner can exceed {ceiling:.2f}x on this machine for this sweep; the runner reached "
+          f"{t1 / t2 / ceiling:.0%} of that. Its own cost, wall time beyond the trials' share: "
+          f"{overhead[1]:.1f} s with 1 worker, {overhead[2]:.1f} s with 2 (process start-up, "
+          "importing torch), paid once per sweep.\n")
     print(f"Date {date}; load average (1, 5, 15 min) before {load_before}, after {load_after}; "
           f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"torch {torch.__version__}. Command: `.venv/bin/python -m benchmarks.bench_sweep "

@@ -127,7 +127,8 @@ def _run(request: RunRequest, experiment_id: str, title: str) -> Path:
                          last["normalized_margin_multi"], last["smoothed_margin_multi"],
                          last["train_acc"], last.get("test_acc"),
                          sum(r["retries"] for r in recs)])
-    rep.table(["run", "epochs", "wall s", "log10 loss", "normalized margin", "smoothed margin",
+    rep.table(["run", "epochs", "wall s", "log10 loss", "normalized margin (multi)",
+               "smoothed margin (multi)",
                "train acc", "test acc", "rolled-back epochs"], rows)
     ratios = []
     for bias in s["biases"]:
@@ -142,7 +143,8 @@ def _run(request: RunRequest, experiment_id: str, title: str) -> Path:
                                value_at_time(lb, "log10_loss_mean", t)})
     if ratios:
         rep.heading("Loss-based vs constant learning rate at equal wall time")
-        rep.table(["bias", "at wall s", "margin, loss-based", "margin, constant", "ratio",
+        rep.table(["bias", "at wall s", "margin (multi), loss-based", "margin (multi), constant",
+                   "ratio",
                    "log10 loss, loss-based"],
                   [[r["bias"], r["wall_time"], r["loss_based"], r["constant"], r["ratio"],
                     r["loss_based_log10_loss"]] for r in ratios])
