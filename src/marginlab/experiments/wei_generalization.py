@@ -44,7 +44,7 @@ from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
 from marginlab.losses import get_loss, log_loss_from_logits, log_loss_from_margins, log_sum
 from marginlab.report import Report, fmt
-from marginlab.sweep.backends import TrialRecord, execute, run_local
+from marginlab.sweep.backends import TrialRecord
 from marginlab.sweep.spec import Trial
 
 __all__ = ["fig2_trial", "fig3_trial", "lambda_path", "run_fig2", "run_fig3", "run_trials",
@@ -64,8 +64,9 @@ def trial_id(settings: Mapping) -> str:
 
 def run_trials(out: Path, fn: Callable[[dict], dict], points: Sequence[tuple[dict, dict]], *,
                workers: int, resume: bool = False, desc: str = "trials") -> list[TrialRecord]:
-    """Run ``fn`` on every (params, settings) point, appending each result to
-    ``out/trials.jsonl`` the moment it finishes.
+    """Run ``fn`` on every (params, settings) point with the sweep runner
+    (:func:`marginlab.sweep.run_trials`), appending each result to ``out/trials.jsonl`` the
+    moment it finishes.
 
     With ``resume``, trials already recorded as successful are not run again. A failing trial is
     recorded with its error and the others go on. ``workers`` > 1 runs trials on that many
@@ -74,31 +75,13 @@ def run_trials(out: Path, fn: Callable[[dict], dict], points: Sequence[tuple[dic
     Returns:
         The latest record of every point, in the order of ``points``.
     """
-    from tqdm.auto import tqdm
+    from marginlab.sweep.runner import run_trials as run_sweep_trials
 
-    from marginlab.sweep import read_records
-
-    path = out / "trials.jsonl"
     trials = [Trial(trial_id(s), dict(p), dict(s)) for p, s in points]
-    latest = {r.id: r for r in read_records(out) if r.ok} if resume else {}
-    todo = [t for t in trials if t.id not in latest]
-    bar = tqdm(total=len(trials), initial=len(trials) - len(todo), desc=desc, unit="trial",
-               dynamic_ncols=True, disable=None)
-
-    def record(rec: TrialRecord) -> None:
-        storage.append_jsonl(path, rec.to_dict())
-        latest[rec.id] = rec
-        bar.update(1)
-
-    try:
-        if workers > 1 and len(todo) > 1:
-            run_local([(fn, t) for t in todo], record, workers=min(workers, len(todo)))
-        else:
-            for t in todo:
-                record(execute(fn, t))
-    finally:
-        bar.close()
-    return [latest[t.id] for t in trials if t.id in latest]
+    parallel = workers > 1 and len(trials) > 1
+    return run_sweep_trials(out / "trials.jsonl", trials, lambda _trial: fn, resume=resume,
+                            workers=min(workers, len(trials)) if parallel else 0,
+                            desc=desc).records
 
 
 def raise_failures(records: Sequence[TrialRecord], out: Path) -> None:

@@ -30,7 +30,7 @@ from marginlab.sweep import backends
 from marginlab.sweep.backends import TrialRecord
 from marginlab.sweep.spec import SweepSpec, Trial, bind_run_dir, expand
 
-__all__ = ["SweepResult", "TrialRecord", "read_records", "run_sweep"]
+__all__ = ["SweepResult", "TrialRecord", "TrialsRun", "read_records", "run_sweep", "run_trials"]
 
 MARKER = "sweep.json"
 TRIALS = "trials.jsonl"
@@ -106,8 +106,6 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
         MarginlabError: bad settings, or ``out`` holds something else.
         KeyboardInterrupt: interrupted; every result recorded so far stays in ``out``.
     """
-    from tqdm.auto import tqdm
-
     if backend not in BACKENDS:
         raise MarginlabError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
     if workers is not None and workers < (0 if backend == "local" else 1):
@@ -116,17 +114,62 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
     if address is not None and backend != "ray":
         raise MarginlabError("--address is for the ray backend")
     trials, fn = expand(spec)
-    ray = backends.import_ray() if backend == "ray" else None
+    if backend == "ray":  # fail before touching the directory when Ray is not installed
+        backends.import_ray()
     out = _prepare(Path(out), spec, resume=resume, overwrite=overwrite)
-    path = out / TRIALS
+    start = time.perf_counter()
+    run = run_trials(out / TRIALS, trials, lambda t: _bind(fn, spec, out, t), resume=True,
+                     workers=workers, backend=backend, address=address, progress=progress)
+    records, failed = run.records, [r for r in run.records if not r.ok]
+    result = SweepResult(out=out, total=len(trials), skipped=run.skipped, ran=run.ran,
+                         records=records, failed=failed, report=None,
+                         seconds=time.perf_counter() - start, backend=run.backend,
+                         workers=run.workers)
+    if report:
+        from marginlab.sweep.aggregate import write_report
+
+        result = dataclasses.replace(result, report=write_report(spec, result))
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialsRun:
+    """What :func:`run_trials` did: the latest record of every trial that has one (in the
+    order of the trials), how many were skipped and run, and on what."""
+
+    records: list[TrialRecord]
+    skipped: int
+    ran: int
+    backend: str
+    workers: int
+
+
+def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable], *,
+               resume: bool = True, workers: int | None = None, backend: str = "local",
+               address: str | None = None, progress: bool | None = None,
+               desc: str = "sweep") -> TrialsRun:
+    """Run ``trials``, appending each result to the JSONL file ``path`` the moment it arrives.
+
+    This is the engine of :func:`run_sweep`, for callers (experiments) that keep their own
+    directory layout.
+
+    Args:
+        path: the trials file; a line cut off by a crash is removed first.
+        trials: the trials, each with a stable id.
+        fn: gives the function to call on a trial's settings (``fn(trial)(settings)``).
+        resume: skip the trials that already have a successful record in ``path``.
+        workers, backend, address, progress: as for :func:`run_sweep`.
+        desc: the progress bar's label.
+    """
+    from tqdm.auto import tqdm
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
-    latest = _latest(read_records(out))
+    latest = _latest(TrialRecord.from_dict(d) for d in storage.read_jsonl(path)) if resume else {}
     todo = [t for t in trials if not (t.id in latest and latest[t.id].ok)]
     skipped = len(trials) - len(todo)
-    tasks = [(_bind(fn, spec, out, t), t) for t in todo]
-
-    start = time.perf_counter()
-    bar = tqdm(total=len(trials), initial=skipped, desc="sweep", unit="trial",
+    tasks = [(fn(t), t) for t in todo]
+    bar = tqdm(total=len(trials), initial=skipped, desc=desc, unit="trial",
                dynamic_ncols=True, disable=None if progress is None else not progress)
     n_failed = 0
 
@@ -143,7 +186,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
         if not tasks:
             used, name = 0, "none (nothing left to run)"
         elif backend == "ray":
-            used = backends.run_ray(ray, tasks, record, address=address, workers=workers)
+            used = backends.run_ray(backends.import_ray(), tasks, record, address=address,
+                                    workers=workers)
             name = "ray"
         elif workers == 0:
             used, name = 0, "inprocess"
@@ -155,16 +199,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
             backends.run_local(tasks, record, workers=used)
     finally:
         bar.close()
-    records = [latest[t.id] for t in trials if t.id in latest]
-    failed = [r for r in records if not r.ok]
-    result = SweepResult(out=out, total=len(trials), skipped=skipped, ran=len(tasks),
-                         records=records, failed=failed, report=None,
-                         seconds=time.perf_counter() - start, backend=name, workers=used)
-    if report:
-        from marginlab.sweep.aggregate import write_report
-
-        result = dataclasses.replace(result, report=write_report(spec, result))
-    return result
+    return TrialsRun(records=[latest[t.id] for t in trials if t.id in latest], skipped=skipped,
+                     ran=len(tasks), backend=name, workers=used)
 
 
 def _bind(fn: Callable, spec: SweepSpec, out: Path, trial: Trial) -> Callable:
