@@ -95,12 +95,30 @@ def test_train_full_batch_and_stop_target(capsys, tmp_path):
     (["--data", "imagenet"], "unknown data set"),
     (["--loss", "hinge"], "unknown loss"),
     (["--epochs", "-1"], "epochs"),
+    (["--momentum", "0.5"], "--momentum applies only to --schedule loss_based_momentum"),
+    (["--schedule", "loss_based_momentum", "--momentum", "1.5"], "momentum must be in [0, 1)"),
+    (["--schedule", "loss_based_momentum", "--active-gap", "wide"], "--active-gap"),
+    (["--schedule", "loss_based_momentum", "--active-gap", "0"], "active_gap must be"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, fragment):
     out = tmp_path / "run"
     rc, stdout, err = _run(capsys, *TINY, "--epochs", "1", *argv, "--out", str(out))
     _assert_user_error(rc, stdout, err, fragment)
     assert not out.exists()
+
+
+def test_momentum_schedule_takes_its_parameters(capsys, tmp_path):
+    out = tmp_path / "run"
+    rc, stdout, err = _run(capsys, *TINY, "--epochs", "5", "--schedule", "loss_based_momentum",
+                           "--momentum", "0.8", "--down", "4", "--active-gap", "none",
+                           "--no-margin-guard", "--out", str(out))
+    assert rc == 0, err
+    schedule = json.loads((out / "config.json").read_text())["schedule"]
+    assert schedule["name"] == "loss_based_momentum"
+    assert (schedule["momentum"], schedule["down"], schedule["active_gap"]) == (0.8, 4.0, None)
+    assert schedule["up"] == pytest.approx(2 ** 0.1) and schedule["monotone_margin"] is False
+    metrics = _metrics(out)
+    assert len(metrics) == 5 and all(r["samples_used"] == 100 for r in metrics)
 
 
 def test_unparsable_number_is_a_usage_error(capsys, tmp_path):

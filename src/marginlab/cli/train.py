@@ -22,12 +22,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-test", type=int, default=None, help="test subset")
     g = p.add_argument_group("optimization")
     g.add_argument("--schedule", default="loss_based",
-                   help="loss_based (Lyu & Li L.1), constant, or another registered schedule")
+                   help="loss_based (Lyu & Li L.1, default), loss_based_momentum (the same "
+                        "line search with heavy-ball momentum and a smoothed-margin guard; "
+                        "about 3-10x faster to a given margin, see benchmarks/RESULTS.md), "
+                        "constant, or another registered schedule")
     g.add_argument("--lr", type=float, default=0.01, help="constant learning rate")
-    g.add_argument("--alpha0", type=float, default=0.1, help="loss-based initial alpha")
-    g.add_argument("--up", type=float, default=2 ** (1 / 5), help="loss-based factor on success")
-    g.add_argument("--down", type=float, default=2 ** (1 / 10),
-                   help="loss-based divisor on failure")
+    g.add_argument("--alpha0", type=float, default=0.1,
+                   help="loss-based schedules: initial alpha, the step relative to the loss "
+                        "(eta = alpha / mean loss; dimensionless)")
+    g.add_argument("--up", type=float, default=None,
+                   help="loss-based schedules: factor on alpha after a kept epoch (default "
+                        "2^(1/5), or 2^(1/10) with momentum)")
+    g.add_argument("--down", type=float, default=None,
+                   help="loss-based schedules: divisor on alpha after a rolled-back epoch "
+                        "(default 2^(1/10), or 2 with momentum)")
+    g.add_argument("--momentum", type=float, default=None,
+                   help="loss_based_momentum: heavy-ball coefficient in [0, 1) (default 0.9)")
+    g.add_argument("--active-gap", default=None,
+                   help="loss_based_momentum: SGD steps skip samples whose loss is below "
+                        "e^-GAP times the total (GAP in nats, default 30), or 'none' to use "
+                        "every sample")
+    g.add_argument("--no-margin-guard", action="store_true",
+                   help="loss_based_momentum: keep epochs that lower the smoothed margin")
     g.add_argument("--batch-size", default="100", help="mini-batch size, or 'full' for GD")
     g.add_argument("--loss", default="cross_entropy",
                    help="cross_entropy (default), logistic, exponential")
@@ -53,17 +69,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def schedule_config(args: argparse.Namespace) -> dict:
+    from marginlab.errors import MarginlabError
     from marginlab.train import SCHEDULES
 
+    fast_only = {"--momentum": args.momentum, "--active-gap": args.active_gap,
+                 "--no-margin-guard": args.no_margin_guard or None}
+    if args.schedule != "loss_based_momentum":
+        given = [flag for flag, value in fast_only.items() if value is not None]
+        if given:
+            raise MarginlabError(f"{', '.join(given)} applies only to --schedule "
+                                 "loss_based_momentum")
     if args.schedule == "constant":
         return {"name": "constant", "lr": args.lr}
     if args.schedule == "loss_based":
-        return {"name": "loss_based", "alpha0": args.alpha0, "up": args.up, "down": args.down}
+        return {"name": "loss_based", "alpha0": args.alpha0,
+                "up": 2 ** (1 / 5) if args.up is None else args.up,
+                "down": 2 ** (1 / 10) if args.down is None else args.down}
+    if args.schedule == "loss_based_momentum":
+        config = {"name": args.schedule, "alpha0": args.alpha0}
+        if args.up is not None:
+            config["up"] = args.up
+        if args.down is not None:
+            config["down"] = args.down
+        if args.momentum is not None:
+            config["momentum"] = args.momentum
+        if args.active_gap is not None:
+            config["active_gap"] = _gap(args.active_gap)
+        if args.no_margin_guard:
+            config["monotone_margin"] = False
+        return config
     if args.schedule in SCHEDULES:
         return {"name": args.schedule}
+    raise MarginlabError(f"unknown schedule {args.schedule!r}; expected {', '.join(SCHEDULES)}")
+
+
+def _gap(text: str) -> float | None:
     from marginlab.errors import MarginlabError
 
-    raise MarginlabError(f"unknown schedule {args.schedule!r}; expected {', '.join(SCHEDULES)}")
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise MarginlabError(f"--active-gap must be a number of nats or 'none', got "
+                             f"{text!r}") from None
 
 
 def spec_from_args(args: argparse.Namespace):
