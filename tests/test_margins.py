@@ -414,3 +414,23 @@ def test_bad_batch_size_and_loss():
         margins.measure(_multi(), X3, torch.zeros(6, dtype=torch.long), batch_size=0)
     with pytest.raises(MarginlabError, match="unknown loss"):
         margins.measure(_multi(), X3, torch.zeros(6, dtype=torch.long), loss="hinge")
+
+
+@pytest.mark.parametrize("value,log_scale", [
+    (1e300, 320 * math.log(10)),     # ρ^L = 1e320 overflows float64, the ratio 1e-20 does not
+    (-2.5e200, 700 * math.log(10)),  # negative margins keep their sign
+    (3.0, -1.0),
+    (7e-300, -700.0),                # ratio 7e-300 · e^700 ≈ 7e4
+])
+def test_scaled_divides_in_log_space(value, log_scale):
+    mp.mp.dps = 60
+    ref = mp.mpf(value) / mp.exp(mp.mpf(log_scale))
+    got = margins.scaled(value, log_scale)
+    assert math.isfinite(got) and got == pytest.approx(float(ref), rel=1e-12)
+
+
+def test_scaled_edges():
+    assert margins.scaled(0.0, 1e4) == 0.0
+    assert margins.scaled(1.0, 1e4) == 0.0  # a true underflow, not an error
+    assert margins.scaled(-1.0, -1e4) == -math.inf  # a true overflow keeps its sign
+    assert math.isnan(margins.scaled(math.nan, 1.0))

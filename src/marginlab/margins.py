@@ -263,10 +263,10 @@ def measure(
         rho=rho,
         norm_product=_safe_exp(log_norm_product),
         order=order,
-        normalized_margin=q_min * _safe_exp(-log_rho_l),
-        normalized_margin_multi=q_min * _safe_exp(-log_norm_product),
-        smoothed_margin=inv * _safe_exp(-log_rho_l),
-        smoothed_margin_multi=inv * _safe_exp(-log_norm_product),
+        normalized_margin=scaled(q_min, log_rho_l),
+        normalized_margin_multi=scaled(q_min, log_norm_product),
+        smoothed_margin=scaled(inv, log_rho_l),
+        smoothed_margin_multi=scaled(inv, log_norm_product),
         log_loss_sum=log_loss_sum,
         log10_loss_mean=(log_loss_sum - math.log(X.shape[0])) * LOG10_E,
         train_acc=float((out.q > 0).double().mean()),
@@ -274,5 +274,21 @@ def measure(
     )
 
 
+def scaled(value: float, log_scale: float) -> float:
+    """value / e^{log_scale}, formed as sign · e^{log|value| − log_scale} so that a margin q and
+    a norm ρ^L far outside float64's range still give their (finite) ratio.
+
+    Args:
+        value: a margin q_min or ℓ^{-1}(L) (any sign).
+        log_scale: log ρ^L or log Π‖w_i‖^{k_i}.
+    """
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    return math.copysign(_safe_exp(math.log(abs(value)) - log_scale), value)
+
+
 def _safe_exp(x: float) -> float:
-    return math.exp(min(x, 709.0)) if math.isfinite(x) else (math.inf if x > 0 else 0.0)
+    """e^x, or inf past float64's range (never an OverflowError)."""
+    if math.isnan(x):
+        return math.nan
+    return math.exp(x) if x < 709.78 else math.inf

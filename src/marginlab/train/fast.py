@@ -257,7 +257,7 @@ class _Objective:
         """(γ̃, γ̃_multi) = ℓ^{-1}(L) / (ρ^L, Π‖w_i‖^{k_i}) at the current parameters."""
         inv = self.loss.inverse(log_L)
         log_rho_l, log_prod = self.norms.logs()
-        return inv * _safe_exp(-log_rho_l), inv * _safe_exp(-log_prod)
+        return margins.scaled(inv, log_rho_l), margins.scaled(inv, log_prod)
 
     def stats(self, log_L: float, q: Tensor) -> dict:
         """The :class:`~marginlab.margins.MarginStats` fields from one evaluation's outputs: the
@@ -267,11 +267,11 @@ class _Objective:
         q_min = float(q.min())
         n = q.shape[0]
         return margins.MarginStats(
-            q_min=q_min, rho=self.norms.rho(), norm_product=_safe_exp(log_prod),
-            order=self.norms.order, normalized_margin=q_min * _safe_exp(-log_rho_l),
-            normalized_margin_multi=q_min * _safe_exp(-log_prod),
-            smoothed_margin=inv * _safe_exp(-log_rho_l),
-            smoothed_margin_multi=inv * _safe_exp(-log_prod), log_loss_sum=log_L,
+            q_min=q_min, rho=self.norms.rho(), norm_product=margins.scaled(1.0, -log_prod),
+            order=self.norms.order, normalized_margin=margins.scaled(q_min, log_rho_l),
+            normalized_margin_multi=margins.scaled(q_min, log_prod),
+            smoothed_margin=margins.scaled(inv, log_rho_l),
+            smoothed_margin_multi=margins.scaled(inv, log_prod), log_loss_sum=log_L,
             log10_loss_mean=(log_L - math.log(n)) / LN10,
             train_acc=float((q > 0).double().mean()), n=int(n)).as_dict()
 
@@ -323,10 +323,6 @@ def _margins(out: Tensor, y: Tensor) -> Tensor:
         return y * out[:, 0]
     z_y = out.gather(1, y.view(-1, 1))[:, 0]
     return z_y - out.scatter(1, y.view(-1, 1), -math.inf).max(1).values
-
-
-def _safe_exp(x: float) -> float:
-    return math.exp(min(x, 709.0)) if math.isfinite(x) else (math.inf if x > 0 else 0.0)
 
 
 # --- the training loop --------------------------------------------------------------------
