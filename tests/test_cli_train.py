@@ -109,7 +109,7 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, fragment):
 
 def test_momentum_schedule_takes_its_parameters(capsys, tmp_path):
     out = tmp_path / "run"
-    rc, stdout, err = _run(capsys, *TINY, "--epochs", "5", "--schedule", "loss_based_momentum",
+    rc, _, err = _run(capsys, *TINY, "--epochs", "5", "--schedule", "loss_based_momentum",
                            "--momentum", "0.8", "--down", "4", "--active-gap", "none",
                            "--no-margin-guard", "--out", str(out))
     assert rc == 0, err

@@ -1,4 +1,5 @@
-"""Full MNIST and CIFAR-10 read from their standard distribution files; nothing is downloaded.
+"""Full MNIST, CIFAR-10 and CIFAR-100 read from their standard distribution files; nothing is
+downloaded.
 
 MNIST: the four IDX files (LeCun et al.), gzipped or not. An IDX file is a big-endian header —
 magic number 0x00000803 (2051, unsigned bytes, 3 dimensions) for images or 0x00000801 (2049,
@@ -6,8 +7,14 @@ magic number 0x00000803 (2051, unsigned bytes, 3 dimensions) for images or 0x000
 
 CIFAR-10: the "python version" batches (``data_batch_1`` … ``data_batch_5``, ``test_batch``), each a
 pickled dict with ``data`` (10000 × 3072 uint8, rows are R, G, B planes of 32 × 32) and ``labels``.
-A pickle can run arbitrary code while it loads, so the batches go through :class:`SafeUnpickler`,
-which builds only dicts, lists, tuples, strings, bytes, numbers and numeric numpy arrays.
+
+CIFAR-100: the "python version" (``cifar-100-python/train`` and ``test``, 50000 and 10000
+images), each a pickled dict with ``data`` as above, ``fine_labels`` (100 classes) and
+``coarse_labels`` (20 superclasses); the ``meta`` file (class names) is not needed.
+
+A pickle can run arbitrary code while it loads, so every CIFAR file goes through
+:class:`SafeUnpickler`, which builds only dicts, lists, tuples, strings, bytes, numbers and
+numeric numpy arrays.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ import torch
 from marginlab.data.split import DataSplit, balanced_first
 from marginlab.errors import MarginlabError
 
-__all__ = ["CIFAR10_FILES", "MNIST_FILES", "SafeUnpickler", "cifar10", "mnist", "read_cifar_batch",
-           "read_idx"]
+__all__ = ["CIFAR100_FILES", "CIFAR100_LABELS", "CIFAR10_FILES", "MNIST_FILES", "SafeUnpickler",
+           "cifar10", "cifar100", "mnist", "read_cifar100_file", "read_cifar_batch", "read_idx"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -35,6 +42,8 @@ MNIST_FILES = {
 }
 IDX_IMAGES, IDX_LABELS = 2051, 2049
 CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR100_FILES = ("train", "test")
+CIFAR100_LABELS = {"fine": 100, "coarse": 20}  # label kind → number of classes
 
 
 def _root_dir(root: str | Path | None, name: str) -> Path:
@@ -98,16 +107,16 @@ def _check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
 
 
 def _finish(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, name: str,
-            n_train: int | None, n_test: int | None) -> DataSplit:
+            n_train: int | None, n_test: int | None, num_classes: int = 10) -> DataSplit:
     """Class-balanced subsets, then uint8 → float32 in [0, 1] (after subsetting, to save memory)."""
     for part, labels in (("training", y), ("test", yt)):
         if len(labels) == 0:
             raise MarginlabError(f"{name}: the {part} set is empty")
-    tr, te = balanced_first(y, n_train, 10), balanced_first(yt, n_test, 10)
+    tr, te = balanced_first(y, n_train, num_classes), balanced_first(yt, n_test, num_classes)
     return DataSplit(torch.from_numpy(X[tr].astype(np.float32) / 255.0),
                      torch.from_numpy(y[tr].astype(np.int64)),
                      torch.from_numpy(Xt[te].astype(np.float32) / 255.0),
-                     torch.from_numpy(yt[te].astype(np.int64)), name, 10)
+                     torch.from_numpy(yt[te].astype(np.int64)), name, num_classes)
 
 
 def mnist(root: str | Path | None, n_train: int | None = None,
@@ -227,15 +236,16 @@ def _get(batch: dict, key: str, path: Path) -> Any:
     raise MarginlabError(f"{path}: no {key!r} entry (keys: {sorted(map(str, batch))[:6]})")
 
 
-def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch → (N, 3, 32, 32) uint8 images and (N,) int64 labels, loaded with
-    :class:`SafeUnpickler` (Python 2 strings come back as bytes)."""
-    path = Path(path)
+def _unpickle(path: Path) -> dict:
+    """A CIFAR python file → its dict, loaded with :class:`SafeUnpickler` (Python 2 strings come
+    back as bytes); anything else, or a file that does not unpickle, is a MarginlabError."""
     try:
         with open(path, "rb") as f:
             batch = SafeUnpickler(f, encoding="bytes").load()
     except MarginlabError as e:
         raise MarginlabError(f"{path}: {e}") from None
+    except OSError as e:
+        raise MarginlabError(f"{path}: cannot read ({e.strerror or e})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:
         raise MarginlabError(f"{path}: corrupt or truncated pickle ({type(e).__name__}: {e})"
@@ -243,19 +253,38 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict):
         raise MarginlabError(f"{path}: expected a dict, got {type(batch).__name__}")
     _check_plain(batch, path)
-    data, labels = _get(batch, "data", path), _get(batch, "labels", path)
+    return batch
+
+
+def _images(data: Any, path: Path) -> np.ndarray:
+    """The ``data`` entry (N × 3072 uint8, R, G, B planes of 32 × 32) → (N, 3, 32, 32)."""
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != 3 * 32 * 32:
         shape = getattr(data, "shape", type(data).__name__)
         raise MarginlabError(f"{path}: 'data' must be an N × 3072 uint8 array, got {shape}")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _labels(labels: Any, key: str, n: int, num_classes: int, path: Path) -> np.ndarray:
+    """A label list → (n,) int64 in 0..num_classes−1."""
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
-        raise MarginlabError(f"{path}: 'labels' must be a list of integers") from None
-    if y.ndim != 1 or len(y) != len(data):
-        raise MarginlabError(f"{path}: {len(data)} images but {y.size} labels")
-    _check_labels(y, 10, str(path))
-    return data.reshape(-1, 3, 32, 32), y
+        raise MarginlabError(f"{path}: {key!r} must be a list of integers") from None
+    if y.ndim != 1 or len(y) != n:
+        raise MarginlabError(f"{path}: {n} images but {y.size} {key}")
+    _check_labels(y, num_classes, str(path))
+    return y
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch → (N, 3, 32, 32) uint8 images and (N,) int64 labels, loaded with
+    :class:`SafeUnpickler` (Python 2 strings come back as bytes)."""
+    path = Path(path)
+    batch = _unpickle(path)
+    data, labels = _get(batch, "data", path), _get(batch, "labels", path)
+    X = _images(data, path)
+    return X, _labels(labels, "labels", len(X), 10, path)
 
 
 def cifar10(root: str | Path | None, n_train: int | None = None,
@@ -274,3 +303,58 @@ def cifar10(root: str | Path | None, n_train: int | None = None,
     X = np.concatenate([b[0] for b in train])
     y = np.concatenate([b[1] for b in train])
     return _finish(X, y, Xt, yt, "cifar10", n_train, n_test)
+
+
+# ----------------------------------------------------------------------------------- CIFAR-100
+
+
+def _label_kind(labels: str) -> int:
+    if labels not in CIFAR100_LABELS:
+        raise MarginlabError(f"cifar100 labels must be 'fine' (100 classes) or 'coarse' (20 "
+                             f"superclasses), got {labels!r}")
+    return CIFAR100_LABELS[labels]
+
+
+def read_cifar100_file(path: str | Path, labels: str = "fine") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-100 python file (``train`` or ``test``) → (N, 3, 32, 32) uint8 images and (N,)
+    int64 labels, loaded with :class:`SafeUnpickler`.
+
+    Args:
+        path: the file.
+        labels: ``fine`` (``fine_labels``, 0..99) or ``coarse`` (``coarse_labels``, 0..19).
+    """
+    path, num_classes = Path(path), _label_kind(labels)
+    batch = _unpickle(path)
+    key = f"{labels}_labels"
+    data, y = _get(batch, "data", path), _get(batch, key, path)
+    X = _images(data, path)
+    return X, _labels(y, key, len(X), num_classes, path)
+
+
+def cifar100(root: str | Path | None, n_train: int | None = None, n_test: int | None = None,
+             *, labels: str = "fine") -> DataSplit:
+    """CIFAR-100 (50000 train, 10000 test) from ``root/cifar-100-python`` or the files directly
+    in ``root``; images (N, 3, 32, 32) float32 in [0, 1].
+
+    Args:
+        root: the directory holding ``cifar-100-python/`` (as extracted from
+            ``cifar-100-python.tar.gz``), or that folder itself.
+        n_train, n_test: class-balanced subsets (first images of each class, in file order).
+        labels: ``fine`` (100 classes, the default) or ``coarse`` (20 superclasses).
+    """
+    num_classes = _label_kind(labels)
+    base = _root_dir(root, "cifar100")
+    folder = base / "cifar-100-python" if (base / "cifar-100-python").is_dir() else base
+    missing = [f for f in CIFAR100_FILES if not (folder / f).is_file()]
+    if missing:
+        if any(base.glob("*.tar.gz")):
+            hint = " (extract cifar-100-python.tar.gz first)"
+        elif (folder / "cifar-10-batches-py").is_dir() or (folder / "data_batch_1").is_file():
+            hint = " (this holds CIFAR-10; use data set cifar10)"
+        else:
+            hint = ""
+        raise MarginlabError(f"cifar100: {folder} lacks {', '.join(missing)}; expected "
+                             f"{', '.join(CIFAR100_FILES)} (the CIFAR-100 python version){hint}")
+    X, y = read_cifar100_file(folder / "train", labels)
+    Xt, yt = read_cifar100_file(folder / "test", labels)
+    return _finish(X, y, Xt, yt, "cifar100", n_train, n_test, num_classes)

@@ -48,10 +48,12 @@ from marginlab.train.fit import (
     FitResult,
     WeightDecay,
     _batch_log_loss,
-    _labels_for,
-    _snapshot_meta,
+    finish_run,
+    prepare_data,
+    record_epoch,
+    run_config,
 )
-from marginlab.train.rundir import RunDir, environment
+from marginlab.train.rundir import RunDir
 from marginlab.train.schedules import SCHEDULES, Schedule, StepSizeUnderflowError
 
 __all__ = ["LossBasedMomentum", "fit_fast"]
@@ -389,49 +391,21 @@ def fit_fast(
         raise MarginlabError("fit_fast runs LossBasedMomentum schedules; use train.fit")
     if weight_decay:
         raise MarginlabError("the loss-based momentum schedule does not support weight decay")
-    X, y = train
-    margins.validate_data(X, y)
-    if test is not None:
-        margins.validate_data(*test)
     if epochs < 0 or (batch_size is not None and batch_size <= 0) or eval_batch_size <= 0:
         raise MarginlabError("epochs must be >= 0 and batch sizes positive")
     if checkpoint_every < 1:
         raise MarginlabError("checkpoint_every must be >= 1")
     loss_fn = get_loss(loss)
     thresholds = sorted((float(t) for t in snapshots_at), reverse=True)
-    dtype = next(model.parameters()).dtype
-    model.to(device)
-    X_dev, y_raw = X.to(device=device, dtype=dtype), y.to(device)
-    if X_dev.dim() == 4 and X_dev.device.type == "cpu":
-        # Channels-last convolutions and max-pooling run faster on CPU (as in train.fit).
-        model.to(memory_format=torch.channels_last)
-        X_dev = X_dev.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        out_dim = model(X_dev[:1]).reshape(1, -1).shape[1]
-    y_dev = _labels_for(out_dim, y_raw)
-    n = X.shape[0]
+    X_dev, _, y_dev = prepare_data(model, train, test, device)
+    n = X_dev.shape[0]
     full_batch = batch_size is None or batch_size >= n
-    config = {
-        "model": getattr(model, "marginlab_spec",
-                         {"name": "custom", "class": type(model).__name__}),
-        "data": dict(data_info or {"n_train": n,
-                                   "n_test": None if test is None else len(test[1])}),
-        "schedule": schedule.config(),
-        "loss": getattr(loss_fn, "name", str(loss)),
-        "batch_size": batch_size,
-        "seed": seed,
-        "dtype": str(dtype).replace("torch.", ""),
-        "weight_decay": None,
-        "snapshots_at": thresholds,
-        "margin_convention": margin_convention,
-        "epochs": epochs,
-        "max_time": max_time,
-        "max_cpu_time": max_cpu_time,
-        "stop_at_log10_loss": stop_at_log10_loss,
-        "device": device,
-        "versions": environment(device),
-        **dict(extra_config or {}),
-    }
+    config = run_config(
+        model, test, n=n, data_info=data_info, extra_config=extra_config,
+        schedule=schedule.config(), loss=getattr(loss_fn, "name", str(loss)),
+        batch_size=batch_size, seed=seed, weight_decay=None, snapshots_at=thresholds,
+        margin_convention=margin_convention, epochs=epochs, max_time=max_time,
+        max_cpu_time=max_cpu_time, stop_at_log10_loss=stop_at_log10_loss, device=device)
     run = RunDir(run_dir) if run_dir is not None else None
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
@@ -535,20 +509,8 @@ def fit_fast(
                       "samples_used": used, "wall_time": time.perf_counter() - t_start,
                       "cpu_time": time.process_time() - c_start}
             history.append(record)
-            snapshots_done = state["snapshots_done"]
-            if run is not None:
-                storage.append_jsonl(run.metrics_path, record)
-                while (snapshots_done < len(thresholds)
-                       and stats["log10_loss_mean"] < math.log10(thresholds[snapshots_done])):
-                    from marginlab.models import save
-
-                    save(model, run.snapshot_path(snapshots_done + 1),
-                         extra=_snapshot_meta(record, epoch, thresholds[snapshots_done]))
-                    snapshots_done += 1
-                if trajectory_every and epoch % trajectory_every == 0:
-                    from marginlab.models import save
-
-                    save(model, run.trajectory_path(epoch), extra={"epoch": epoch})
+            snapshots_done = record_epoch(run, model, record, thresholds,
+                                          state["snapshots_done"], trajectory_every)
             state = {"epoch": epoch, "wall_time": record["wall_time"],
                      "cpu_time": record["cpu_time"], "snapshots_done": snapshots_done,
                      "schedule": schedule.state_dict()}
@@ -565,13 +527,7 @@ def fit_fast(
         bar.close()
     if run is not None:
         _save_checkpoint(run, model, gen, state, velocity)
-        if history:
-            from marginlab.models import save
-
-            save(model, run.snapshot_path(len(thresholds) + 1),
-                 extra=_snapshot_meta(history[-1], history[-1]["epoch"], None))
-        storage.append_jsonl(run.events_path, {"event": "stop", "reason": stop_reason,
-                                               "epoch": epoch})
+        finish_run(run, model, history, thresholds, stop_reason, epoch)
     return FitResult(model=model, history=history, run_dir=None if run is None else run.path,
                      stop_reason=stop_reason)
 

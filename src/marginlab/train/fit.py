@@ -182,10 +182,6 @@ def fit(
     if getattr(schedule, "training_loop", None) is not None:
         # A schedule with its own loop (e.g. train/fast.py) takes these same arguments.
         return schedule.training_loop(**locals())
-    X, y = train
-    margins.validate_data(X, y)
-    if test is not None:
-        margins.validate_data(*test)
     if epochs < 0 or (batch_size is not None and batch_size <= 0):
         raise MarginlabError("epochs must be >= 0 and batch_size positive")
     if checkpoint_every < 1:
@@ -194,39 +190,16 @@ def fit(
     if isinstance(weight_decay, (int, float)):
         weight_decay = WeightDecay(float(weight_decay)) if weight_decay else None
     thresholds = sorted((float(t) for t in snapshots_at), reverse=True)
-    dtype = next(model.parameters()).dtype
-    model.to(device)
-    X_dev, y_raw = X.to(device=device, dtype=dtype), y.to(device)
-    if X_dev.dim() == 4 and X_dev.device.type == "cpu":
-        # Channels-last convolutions and max-pooling run 10-25% faster on CPU (benchmarks/).
-        model.to(memory_format=torch.channels_last)
-        X_dev = X_dev.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        out_dim = model(X_dev[:1]).reshape(1, -1).shape[1]
-    y_dev = _labels_for(out_dim, y_raw)
-    n = X.shape[0]
+    X_dev, y_raw, y_dev = prepare_data(model, train, test, device)
+    n = X_dev.shape[0]
     bs = n if batch_size is None else min(batch_size, n)
-
-    config = {
-        "model": getattr(model, "marginlab_spec",
-                         {"name": "custom", "class": type(model).__name__}),
-        "data": dict(data_info or {"n_train": n,
-                                   "n_test": None if test is None else len(test[1])}),
-        "schedule": schedule.config(),
-        "loss": getattr(loss_fn, "name", str(loss)),
-        "batch_size": batch_size,
-        "seed": seed,
-        "dtype": str(dtype).replace("torch.", ""),
-        "weight_decay": None if weight_decay is None else weight_decay.config(),
-        "snapshots_at": thresholds,
-        "margin_convention": margin_convention,
-        "epochs": epochs,
-        "max_time": max_time,
-        "stop_at_log10_loss": stop_at_log10_loss,
-        "device": device,
-        "versions": environment(device),
-        **dict(extra_config or {}),
-    }
+    config = run_config(
+        model, test, n=n, data_info=data_info, extra_config=extra_config,
+        schedule=schedule.config(), loss=getattr(loss_fn, "name", str(loss)),
+        batch_size=batch_size, seed=seed,
+        weight_decay=None if weight_decay is None else weight_decay.config(),
+        snapshots_at=thresholds, margin_convention=margin_convention, epochs=epochs,
+        max_time=max_time, stop_at_log10_loss=stop_at_log10_loss, device=device)
     run = RunDir(run_dir) if run_dir is not None else None
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
@@ -314,20 +287,8 @@ def fit(
             if weight_decay is not None:
                 record["weight_decay"] = lam
             history.append(record)
-            snapshots_done = state["snapshots_done"]
-            if run is not None:
-                storage.append_jsonl(run.metrics_path, record)
-                while (snapshots_done < len(thresholds)
-                       and stats["log10_loss_mean"] < math.log10(thresholds[snapshots_done])):
-                    from marginlab.models import save
-
-                    save(model, run.snapshot_path(snapshots_done + 1),
-                         extra=_snapshot_meta(record, epoch, thresholds[snapshots_done]))
-                    snapshots_done += 1
-                if trajectory_every and epoch % trajectory_every == 0:
-                    from marginlab.models import save
-
-                    save(model, run.trajectory_path(epoch), extra={"epoch": epoch})
+            snapshots_done = record_epoch(run, model, record, thresholds,
+                                          state["snapshots_done"], trajectory_every)
             state = {"epoch": epoch, "wall_time": record["wall_time"],
                      "cpu_time": record["cpu_time"], "snapshots_done": snapshots_done,
                      "schedule": schedule.state_dict(), "frame": frame}
@@ -344,15 +305,79 @@ def fit(
         bar.close()
     if run is not None:
         run.save_checkpoint(model, gen, state)
-        if history:
-            from marginlab.models import save
-
-            save(model, run.snapshot_path(len(thresholds) + 1),
-                 extra=_snapshot_meta(history[-1], history[-1]["epoch"], None))
-        storage.append_jsonl(run.events_path, {"event": "stop", "reason": stop_reason,
-                                               "epoch": epoch})
+        finish_run(run, model, history, thresholds, stop_reason, epoch)
     return FitResult(model=model, history=history, run_dir=None if run is None else run.path,
                      stop_reason=stop_reason)
+
+
+def prepare_data(model: nn.Module, train: tuple[Tensor, Tensor],
+                 test: tuple[Tensor, Tensor] | None, device: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate the data, move model and inputs to ``device`` (channels-last for images on CPU,
+    which runs convolutions and max-pooling 10-25% faster; benchmarks/), and return the inputs,
+    the raw labels and the labels in the form the loss takes."""
+    X, y = train
+    margins.validate_data(X, y)
+    if test is not None:
+        margins.validate_data(*test)
+    dtype = next(model.parameters()).dtype
+    model.to(device)
+    X_dev, y_raw = X.to(device=device, dtype=dtype), y.to(device)
+    if X_dev.dim() == 4 and X_dev.device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+        X_dev = X_dev.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out_dim = model(X_dev[:1]).reshape(1, -1).shape[1]
+    return X_dev, y_raw, _labels_for(out_dim, y_raw)
+
+
+def run_config(model: nn.Module, test: tuple[Tensor, Tensor] | None, *, n: int,
+               data_info: Mapping | None, extra_config: Mapping | None, **fields) -> dict:
+    """The run directory's ``config.json``: model spec, data, dtype, versions, the given
+    training ``fields`` and ``extra_config``."""
+    device = fields["device"]
+    return {
+        "model": getattr(model, "marginlab_spec",
+                         {"name": "custom", "class": type(model).__name__}),
+        "data": dict(data_info or {"n_train": n,
+                                   "n_test": None if test is None else len(test[1])}),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        **fields,
+        "versions": environment(device),
+        **dict(extra_config or {}),
+    }
+
+
+def record_epoch(run: RunDir | None, model: nn.Module, record: dict, thresholds: Sequence[float],
+                 snapshots_done: int, trajectory_every: int | None) -> int:
+    """Append an accepted epoch's record to ``metrics.jsonl`` and save the snapshots whose loss
+    threshold it crossed and, every ``trajectory_every`` epochs, the parameters. Returns the
+    number of snapshots saved so far."""
+    if run is None:
+        return snapshots_done
+    from marginlab.models import save
+
+    epoch = record["epoch"]
+    storage.append_jsonl(run.metrics_path, record)
+    while (snapshots_done < len(thresholds)
+           and record["log10_loss_mean"] < math.log10(thresholds[snapshots_done])):
+        save(model, run.snapshot_path(snapshots_done + 1),
+             extra=_snapshot_meta(record, epoch, thresholds[snapshots_done]))
+        snapshots_done += 1
+    if trajectory_every and epoch % trajectory_every == 0:
+        save(model, run.trajectory_path(epoch), extra={"epoch": epoch})
+    return snapshots_done
+
+
+def finish_run(run: RunDir, model: nn.Module, history: list[dict], thresholds: Sequence[float],
+               stop_reason: str, epoch: int) -> None:
+    """Save the final model as the last snapshot and record why training stopped."""
+    if history:
+        from marginlab.models import save
+
+        save(model, run.snapshot_path(len(thresholds) + 1),
+             extra=_snapshot_meta(history[-1], history[-1]["epoch"], None))
+    storage.append_jsonl(run.events_path, {"event": "stop", "reason": stop_reason,
+                                           "epoch": epoch})
 
 
 def _restore(model: nn.Module, saved: list[Tensor]) -> None:
