@@ -557,7 +557,7 @@ def _basic_measure(arcs: _Arcs, atoms: _Atoms) -> _Atoms:
     res = linprog(np.ones(len(atoms)), A_eq=(atoms.sign[:, None] * h).T,
                   b_eq=atoms.weights() @ h, bounds=[(0, None)] * len(atoms),
                   method="highs-ds", options=_HIGHS_TIGHT)
-    if res.status != 0 or res.fun > atoms.r.sum():
+    if res.status != 0 or res.fun > atoms.r.sum() * (1 + 1e-9):  # a Newton step follows
         return atoms
     r = np.where(res.x > 1e-12 * res.x.max(), res.x, 0.0)
     return _Atoms(atoms.arc, atoms.sign, r, atoms.t).take(r > 0)

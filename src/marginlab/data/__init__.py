@@ -1,5 +1,5 @@
-"""Data sets as tensors: bundled MNIST subset and digits, full MNIST/CIFAR-10 from files, and the
-synthetic data of Wei et al. (DESIGN.md §6).
+"""Data sets as tensors: bundled MNIST subset and digits, full MNIST/CIFAR-10/CIFAR-100 from files,
+and the synthetic data of Wei et al. (DESIGN.md §6).
 
 Image inputs are float32 in [0, 1], shaped N × C × H × W; labels are int64. Nothing is
 downloaded: the full data sets are read from a directory the user names. :func:`load` returns a
@@ -110,6 +110,7 @@ DATASETS: dict[str, Callable[..., DataSplit]] = {
     "digits": _digits,
     "mnist": files.mnist,
     "cifar10": files.cifar10,
+    "cifar100": files.cifar100,
     "thm43": _thm43,
     "teacher_classification": _teacher_classification,
     "teacher_regression": _teacher_regression,
@@ -129,15 +130,18 @@ def load(name: str, root: str | Path | None = None, *, n_train: int | None = Non
     """Load a data set by name.
 
     Args:
-        name: ``mnist5k``, ``digits`` (bundled), ``mnist``, ``cifar10`` (read from ``root``), or
-            the synthetic ``thm43``, ``teacher_classification``, ``teacher_regression``.
-        root: directory with the standard files (``mnist``, ``cifar10``); ignored otherwise.
+        name: ``mnist5k``, ``digits`` (bundled), ``mnist``, ``cifar10``, ``cifar100`` (read from
+            ``root``), or the synthetic ``thm43``, ``teacher_classification``,
+            ``teacher_regression``.
+        root: directory with the standard files (``mnist``, ``cifar10``, ``cifar100``); ignored
+            otherwise.
         n_train: training set size: a class-balanced subset (first images of each class) for
             the real data sets; the number of samples drawn (required) for synthetic ones.
         n_test: the same for the test set (synthetic: defaults to n_train).
         flatten: return inputs as (N, D) instead of images.
-        **kwargs: options of a synthetic set (see :func:`options`), e.g.
-            ``load("thm43", n_train=100, d=50, seed=3)``.
+        **kwargs: options of the data set (see :func:`options`), e.g.
+            ``load("thm43", n_train=100, d=50, seed=3)`` or
+            ``load("cifar100", root, labels="coarse")``.
 
     Returns:
         A DataSplit that passed :func:`validate_split`.

@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,7 +54,7 @@ from marginlab.train.fit import (
     run_config,
 )
 from marginlab.train.rundir import RunDir
-from marginlab.train.schedules import SCHEDULES, Schedule, StepSizeUnderflowError
+from marginlab.train.schedules import SCHEDULES, LossBasedLR
 
 __all__ = ["LossBasedMomentum", "fit_fast"]
 
@@ -64,7 +64,7 @@ GRAPH_SAMPLES = 5000
 
 
 @dataclass
-class LossBasedMomentum(Schedule):
+class LossBasedMomentum(LossBasedLR):
     """The loss-based rate α/L̄ with heavy-ball momentum and asymmetric, guarded line search.
 
     Each epoch runs SGD (or, with ``batch_size=None``, one gradient-descent step) with the
@@ -112,31 +112,29 @@ class LossBasedMomentum(Schedule):
             stops with :class:`StepSizeUnderflowError`. α shrinks naturally as ‖θ‖ grows
             (about as ‖θ‖^{−2(L−1)}), so the floor is far below the paper's.
         max_alpha: cap on α.
+        active_gap: the SGD steps of an epoch use only the samples with ℓ_n ≥ e^{−gap}·L, in
+            nats (default 30): together the others carry less than N·e^{−30} ≈ 1e-10 of the
+            gradient's weight at N = 1000, and skipping them makes late epochs cheaper as the
+            margins spread. ``None`` uses every sample. The full-loss evaluation that decides
+            acceptance always uses every sample.
     """
 
     alpha0: float = 0.1
-    momentum: float = 0.9
     up: float = 2 ** (1 / 10)
     down: float = 2.0
-    monotone_margin: bool = True
-    active_gap: float | None = 30.0
     min_alpha: float = 1e-20
     max_alpha: float = 1e2
-    _alpha: float = field(init=False, repr=False)
+    momentum: float = 0.9
+    monotone_margin: bool = True
+    active_gap: float | None = 30.0
     name = "loss_based_momentum"
     training_loop = None  # set below to fit_fast: fit() hands the run over to it
 
     def __post_init__(self):
-        values = (self.alpha0, self.momentum, self.up, self.down, self.min_alpha,
-                  self.max_alpha)
+        super().__post_init__()
         checks = [
-            (all(math.isfinite(v) for v in values), "parameters must be finite numbers"),
-            (self.alpha0 > 0, f"alpha0 must be > 0, got {self.alpha0}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.up > 1, f"up must be > 1, got {self.up}"),
-            (self.down > 1, f"down must be > 1, got {self.down}"),
-            (0 < self.min_alpha <= self.alpha0 <= self.max_alpha,
-             "need 0 < min_alpha <= alpha0 <= max_alpha"),
+            (math.isfinite(self.momentum) and 0 <= self.momentum < 1,
+             f"momentum must be in [0, 1), got {self.momentum}"),
             (self.active_gap is None or (math.isfinite(self.active_gap) and self.active_gap > 0),
              f"active_gap must be a positive number or None, got {self.active_gap}"),
         ]
@@ -144,19 +142,6 @@ class LossBasedMomentum(Schedule):
             if not ok:
                 raise MarginlabError(f"invalid loss-based momentum schedule: {msg}")
         self.monotone_margin = bool(self.monotone_margin)
-        self._alpha = float(self.alpha0)
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    def relative_step(self, frame: float) -> float:
-        """Step on R = exp(log L̄_B − frame): α (the frame is log L̄ of the last kept epoch)."""
-        return self._alpha
-
-    def log_lr(self, frame: float) -> float:
-        """log of the true rate on the mean loss, α / L̄."""
-        return math.log(self._alpha) - frame
 
     def active_samples(self, log_losses: Tensor, log_L: float) -> Tensor:
         """Indices of the samples the next epoch's steps use: those with ℓ_n ≥ e^{−gap}·L.
@@ -183,22 +168,7 @@ class LossBasedMomentum(Schedule):
         keep = math.isfinite(log_loss_after) and log_loss_after < log_loss_before
         if keep and self.monotone_margin:
             keep = all(a >= b for b, a in zip(margins_before, margins_after, strict=True))
-        if keep:
-            self._alpha = min(self._alpha * self.up, self.max_alpha)
-            return True
-        self._alpha /= self.down
-        if self._alpha < self.min_alpha:
-            raise StepSizeUnderflowError(
-                f"alpha fell below {self.min_alpha:g} without the training loss decreasing "
-                f"(stuck at log loss {log_loss_before:.6g}); is the data separable by this "
-                "model?")
-        return False
-
-    def state_dict(self) -> dict:
-        return {"alpha": self._alpha}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._alpha = float(state["alpha"])
+        return self._update(keep, log_loss_before)
 
     def config(self) -> dict:
         return {"name": self.name, "alpha0": self.alpha0, "momentum": self.momentum,

@@ -173,7 +173,12 @@ class LossBasedLR(Schedule):
         return math.log(self._alpha) - frame
 
     def decide(self, log_loss_before: float, log_loss_after: float) -> bool:
-        if math.isfinite(log_loss_after) and log_loss_after < log_loss_before:
+        return self._update(math.isfinite(log_loss_after) and log_loss_after < log_loss_before,
+                            log_loss_before)
+
+    def _update(self, keep: bool, log_loss_before: float) -> bool:
+        """α ← α·up if the epoch is kept, else α ← α/down (raising below the floor)."""
+        if keep:
             self._alpha = min(self._alpha * self.up, self.max_alpha)
             return True
         self._alpha /= self.down
