@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize
+from scipy.optimize import linprog, minimize
+from scipy.special import entr
 
 from marginlab import kernels, models, regularized
 from marginlab.errors import MarginlabError
@@ -106,6 +107,142 @@ def test_convex_optimum_agrees_with_independent_grid_solution():
     assert opt.value <= sol.fun * (1 + 1e-9)          # the continuum does at least as well
     # Optimal units may put their kink on a data point, which a grid misses to first order.
     assert opt.value == pytest.approx(sol.fun, rel=5e-3)
+
+
+# ----------------------------------------------------------------------------- 1-D, kink-aware
+# Independent references: the dual bound and the ℓ1-SVM are recomputed here from a dense angle
+# grid with a Lipschitz allowance (no arcs, no exact pricing), and the LP is solved by HiGHS.
+
+EIGHT_POINTS = (np.linspace(-1.0, 1.0, 8), np.array([1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0]))
+
+
+def _grid_sup(x, c, n_grid=200_000):
+    """An upper bound on sup_t |Σ_i c_i relu(x_i cos t + sin t)|: the max over n_grid angles
+    plus the Lipschitz constant Σ|c_i|‖(x_i, 1)‖ times half the grid step."""
+    t = np.arange(n_grid) * 2 * np.pi / n_grid
+    best = 0.0
+    for chunk in np.array_split(t, 20):
+        g = np.maximum(np.outer(np.cos(chunk), x) + np.sin(chunk)[:, None], 0) @ c
+        best = max(best, float(np.abs(g).max()))
+    return best + np.abs(c) @ np.hypot(x, 1.0) * np.pi / n_grid
+
+
+def _independent_lower_bound(x, y, q, lam):
+    """Fenchel dual bound on min L_λ over all networks: β = σ(−q) scaled into
+    (1/n) sup_t |Σ β_i y_i relu(·)| ≤ 2λ, then (1/n) Σ H(β_i)."""
+    beta = 1.0 / (1.0 + np.exp(q))
+    sup = _grid_sup(x, beta * y) / len(y)
+    beta = beta * min(1.0, 2 * lam / sup)
+    return float(np.mean(entr(beta) + entr(1 - beta)))
+
+
+def _gamma_l1_bracket(x, y, n_grid=2000):
+    """(lower, upper) bounds on the continuum ℓ1-SVM margin: the HiGHS LP on an angle grid
+    (a restriction) and its dual μ priced over the circle (weak duality)."""
+    t = np.arange(n_grid) * 2 * np.pi / n_grid
+    F = np.maximum(np.outer(x, np.cos(t)) + np.sin(t), 0)
+    YF = y[:, None] * F
+    m = len(t)
+    # variables (α⁺, α⁻, γ): max γ s.t. γ − y_i(Fα)_i ≤ 0, Σα± ≤ 1
+    A = np.vstack([np.hstack([-YF, YF, np.ones((len(x), 1))]),
+                   np.concatenate([np.ones(2 * m), [0.0]])[None, :]])
+    res = linprog(np.concatenate([np.zeros(2 * m), [-1.0]]), A_ub=A,
+                  b_ub=np.concatenate([np.zeros(len(x)), [1.0]]),
+                  bounds=[(0, None)] * (2 * m) + [(None, None)], method="highs")
+    assert res.status == 0
+    mu = -res.ineqlin.marginals[: len(x)]
+    mu = np.maximum(mu, 0) / np.maximum(mu, 0).sum()
+    return -res.fun, _grid_sup(x, mu * y)
+
+
+def _objective_and_margin(net, x, y, lam):
+    W = net.fc1.weight.detach().numpy()[:, 0]
+    b = net.fc1.bias.detach().numpy()
+    a = net.fc2.weight.detach().numpy()[0]
+    q = y * (np.maximum(np.outer(x, W) + b, 0) @ a)
+    norm_sq = W @ W + b @ b + a @ a
+    return np.mean(np.logaddexp(0, -q)) + lam * norm_sq, q, q.min() / norm_sq
+
+
+def test_gamma_l1_continuum_is_bracketed_by_independent_lp():
+    x, y = EIGHT_POINTS
+    lower, upper = _gamma_l1_bracket(x, y)
+    svm = kernels.l1_margin_1d(x, y)
+    assert lower <= svm.margin * (1 + 1e-9) and svm.margin <= upper * (1 + 1e-9)
+    assert lower <= svm.upper_bound * (1 + 1e-9)
+    assert (upper - lower) / upper < 2e-3  # the bracket is tight enough to mean something
+
+
+@pytest.mark.parametrize("lam", [1e-4, 1e-6])
+def test_train_1d_is_within_1e_4_of_the_certified_optimum(lam):
+    """From the certified optimum's network and from a random start: L_λ of the trained
+    parameters (ℓ2 penalty) within 1e-4 relative of an independent dual lower bound."""
+    x, y = EIGHT_POINTS
+    X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
+    gamma_upper = _gamma_l1_bracket(x, y)[1]
+    svm_upper = kernels.l1_margin_1d(x, y).upper_bound
+    opt = regularized.convex_optimum_1d(x, y, lam)
+    assert opt.gap < 1e-9 and len(opt.weights) <= len(x)
+    starts = {"optimum": models.two_layer(1, 18, bias="first").double(),
+              "random": _random_units(18, seed=5)}
+    regularized.load_measure(starts["optimum"], opt.directions, opt.weights)
+    for name, net in starts.items():
+        res = regularized.train_1d(net, X, yt, lam=lam)
+        value, q, margin = _objective_and_margin(net, x, y, lam)
+        assert res.objective == pytest.approx(value, rel=1e-12), name
+        assert regularized.regularized_objective(net, X, yt, lam) == pytest.approx(
+            value, rel=1e-12)
+        lower = _independent_lower_bound(x, y, q, lam)
+        assert lower <= value * (1 + 1e-12)
+        assert (value - lower) / value < 1e-4, name
+        assert (value - opt.lower_bound) / value < 1e-8, name
+        assert opt.lower_bound <= value * (1 + 1e-12)
+        assert res.normalized_margin == pytest.approx(margin, rel=1e-10)
+        assert margin <= svm_upper / 2 * (1 + 1e-12)
+        assert margin <= gamma_upper / 2 * (1 + 1e-12)
+    # The optimum's own value is attained (recomputed) and certified independently.
+    F = np.maximum(np.outer(x, opt.directions[:, 0]) + opt.directions[:, 1], 0)
+    q = y * (F @ opt.weights)
+    value = np.mean(np.logaddexp(0, -q)) + 2 * lam * np.abs(opt.weights).sum()
+    assert opt.value == pytest.approx(value, rel=1e-12)
+    assert (value - _independent_lower_bound(x, y, q, lam)) / value < 1e-4
+
+
+def test_train_1d_recovers_from_kinks_moved_off_the_data_points():
+    """Optimal units put their kink −b/w on data points; perturbed off them, the kink-aware
+    local moves alone (no reseeding) return to the certified optimum."""
+    x, y = EIGHT_POINTS
+    X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
+    lam = 1e-6
+    opt = regularized.convex_optimum_1d(x, y, lam)
+    kinks = -opt.directions[:, 1] / opt.directions[:, 0]
+    assert np.isclose(kinks[:, None], x[None, :], atol=1e-9).any(axis=1).sum() >= 1
+    net = models.two_layer(1, 18, bias="first").double()
+    regularized.load_measure(net, opt.directions, opt.weights)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1 + 1e-3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    start = _objective_and_margin(net, x, y, lam)[0]
+    res = regularized.train_1d(net, X, yt, lam=lam, reseed=False)
+    value, q, _ = _objective_and_margin(net, x, y, lam)
+    assert (start - opt.value) / start > 1e-6  # the perturbation mattered
+    assert res.reseeds == 0
+    assert (value - _independent_lower_bound(x, y, q, lam)) / value < 1e-4
+    assert (value - opt.lower_bound) / value < 1e-8
+
+
+def test_train_1d_rejects_other_networks():
+    x, y = EIGHT_POINTS
+    with pytest.raises(MarginlabError):
+        regularized.train_1d(models.two_layer(2, 4, bias="first"), torch.zeros(8, 2),
+                             torch.from_numpy(y), lam=1e-3)
+    with pytest.raises(MarginlabError):
+        regularized.train_1d(models.two_layer(1, 4, bias="none"),
+                             torch.from_numpy(x)[:, None], torch.from_numpy(y), lam=1e-3)
+    with pytest.raises(MarginlabError):
+        regularized.train_1d(models.two_layer(1, 4, bias="first"),
+                             torch.from_numpy(x)[:, None], torch.from_numpy(y), lam=0.0)
 
 
 def test_dual_lower_bound_is_below_every_network():
