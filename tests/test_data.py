@@ -1,5 +1,6 @@
-"""marginlab.data: bundled sets, MNIST IDX and CIFAR-10 batches written here byte by byte, the
-restricted unpickler, and the synthetic generators of Wei et al. (Theorem 4.3, Appendix F)."""
+"""marginlab.data: bundled sets, MNIST IDX, CIFAR-10 batches and CIFAR-100 files written here byte
+by byte, the restricted unpickler, and the synthetic generators of Wei et al. (Theorem 4.3,
+Appendix F)."""
 
 import collections
 import gzip
@@ -363,6 +364,196 @@ def test_cifar_empty_data_set(tmp_path):
     for name in data.files.CIFAR10_FILES:
         (folder / name).write_bytes(py2_cifar_batch(empty, []))
     one_line_error("cifar10: the training set is empty", load, "cifar10", tmp_path)
+
+
+# ----------------------------------------------------------------------------- CIFAR-100
+
+
+def _py2_int_list(values) -> bytes:
+    return b"](" + b"".join(_py2_int(int(v)) for v in values) + b"e"
+
+
+def py2_cifar100_file(data_rows: np.ndarray, fine, coarse) -> bytes:
+    """A CIFAR-100 ``train``/``test`` file byte for byte in the layout of the distributed python
+    version (a Python 2 dict pickled at protocol 2, keys in the files' order)."""
+    names = b"](" + b"".join(_py2_str(b"img_%d.png" % i) for i in range(len(fine))) + b"e"
+    return (b"\x80\x02}(" + _py2_str(b"filenames") + names
+            + _py2_str(b"batch_label") + _py2_str(b"training batch 1 of 1")
+            + _py2_str(b"fine_labels") + _py2_int_list(fine)
+            + _py2_str(b"coarse_labels") + _py2_int_list(coarse)
+            + _py2_str(b"data") + _py2_uint8_array(data_rows) + b"u.")
+
+
+def py3_cifar100_file(data_rows, fine, coarse, **extra) -> bytes:
+    """The same dict written with pickle.dump by Python 3 at protocol 2, bytes keys."""
+    entry = {b"filenames": [b"img_%d.png" % i for i in range(len(fine))],
+             b"batch_label": b"testing batch 1 of 1", b"fine_labels": list(map(int, fine)),
+             b"coarse_labels": list(map(int, coarse)), b"data": data_rows, **extra}
+    return pickle.dumps(entry, protocol=2)
+
+
+C100 = collections.namedtuple("C100", "rows fine coarse")
+
+
+def toy_cifar100(root, n_train=300, n_test=60, seed=0, python2=True, subdir=True):
+    """``train``, ``test`` and ``meta`` in CIFAR-100's layout; every fine class appears, and each
+    superclass holds five fine classes (a random assignment, as a stand-in for the real one)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python" if subdir else root
+    folder.mkdir(parents=True, exist_ok=True)
+    write = py2_cifar100_file if python2 else py3_cifar100_file
+    superclass = rng.permutation(np.repeat(np.arange(20), 5))
+    parts = []
+    for name, n in (("train", n_train), ("test", n_test)):
+        rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        rows[0, :2] = 0, 255
+        fine = rng.permutation(np.arange(n) % 100)
+        (folder / name).write_bytes(write(rows, fine, superclass[fine]))
+        parts.append(C100(rows, fine, superclass[fine]))
+    meta = {b"fine_label_names": [b"fine%d" % i for i in range(100)],
+            b"coarse_label_names": [b"coarse%d" % i for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return parts
+
+
+def test_python2_cifar100_helper_is_a_valid_pickle():
+    rows = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    entry = pickle.loads(py2_cifar100_file(rows, [3, 99], [1, 19]), encoding="bytes")
+    assert set(entry) == {b"filenames", b"batch_label", b"fine_labels", b"coarse_labels", b"data"}
+    assert entry[b"fine_labels"] == [3, 99] and entry[b"coarse_labels"] == [1, 19]
+    np.testing.assert_array_equal(entry[b"data"], rows)
+
+
+@pytest.mark.parametrize("python2", [True, False], ids=["python2-pickle", "python3-protocol2"])
+def test_cifar100_round_trip_fine_and_coarse(tmp_path, python2):
+    train, test = toy_cifar100(tmp_path, python2=python2)
+    split = load("cifar100", tmp_path)
+    assert split.X_train.shape == (300, 3, 32, 32) and split.X_test.shape == (60, 3, 32, 32)
+    assert split.X_train.dtype == torch.float32 and split.y_train.dtype == torch.int64
+    assert (split.name, split.num_classes, split.task, split.out_dim) == (
+        "cifar100", 100, "multiclass", 100)
+    assert float(split.X_train.min()) == 0.0 and float(split.X_train.max()) == 1.0
+    assert torch.equal(split.X_train.reshape(300, -1) * 255, torch.from_numpy(train.rows).float())
+    assert torch.equal(split.X_test.reshape(60, -1) * 255, torch.from_numpy(test.rows).float())
+    for n, c, i, j in [(0, 0, 0, 0), (3, 1, 5, 7), (299, 2, 31, 30), (17, 2, 0, 31)]:
+        assert split.X_train[n, c, i, j].item() == pytest.approx(
+            pixel(train.rows[n], c, i, j) / 255)
+    np.testing.assert_array_equal(split.y_train.numpy(), train.fine)
+    np.testing.assert_array_equal(split.y_test.numpy(), test.fine)
+    assert split.y_train.min() == 0 and split.y_train.max() == 99
+
+    coarse = load("cifar100", tmp_path, labels="coarse")
+    assert (coarse.num_classes, coarse.out_dim) == (20, 20)
+    np.testing.assert_array_equal(coarse.y_train.numpy(), train.coarse)
+    np.testing.assert_array_equal(coarse.y_test.numpy(), test.coarse)
+    assert coarse.y_train.min() == 0 and coarse.y_train.max() == 19
+    assert torch.equal(coarse.X_train, split.X_train)
+    assert data.options("cifar100") == {"labels": "fine"}
+
+
+def test_cifar100_folder_itself_balanced_subsets_and_flatten(tmp_path):
+    train, test = toy_cifar100(tmp_path, python2=False)
+    folder = tmp_path / "cifar-100-python"
+    split = load("cifar100", folder, n_train=100, n_test=50, flatten=True)
+    assert split.X_train.shape == (100, 3072) and split.X_test.shape == (50, 3072)
+    # the first image of each of the 100 classes, in file order
+    keep = np.sort([np.flatnonzero(train.fine == c)[0] for c in range(100)])
+    np.testing.assert_array_equal(split.y_train.numpy(), train.fine[keep])
+    assert split.y_train.bincount(minlength=100).tolist() == [1] * 100
+    assert torch.equal(split.X_train * 255, torch.from_numpy(train.rows[keep]).float())
+    keep_test = np.sort([np.flatnonzero(test.fine == c)[0] for c in range(100)
+                         if (test.fine == c).any()])[:50]
+    np.testing.assert_array_equal(split.y_test.numpy(), test.fine[keep_test])
+
+    coarse = load("cifar100", folder, n_train=40, n_test=20, labels="coarse")
+    keep = np.sort(np.concatenate([np.flatnonzero(train.coarse == c)[:2] for c in range(20)]))
+    np.testing.assert_array_equal(coarse.y_train.numpy(), train.coarse[keep])
+    assert coarse.y_train.bincount(minlength=20).tolist() == [2] * 20
+    assert coarse.y_test.bincount(minlength=20).tolist() == [1] * 20
+
+
+def test_cifar100_root_and_option_errors(tmp_path):
+    one_line_error("give the directory as root", load, "cifar100", None)
+    one_line_error("is not a directory", load, "cifar100", tmp_path / "missing")
+    one_line_error("labels must be 'fine' (100 classes) or 'coarse' (20 superclasses), got "
+                   "'medium'", load, "cifar100", tmp_path, labels="medium")
+    one_line_error("has no option fine; it accepts labels", load, "cifar100", tmp_path, fine=1)
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"")
+    one_line_error("lacks train, test; expected train, test (the CIFAR-100 python version) "
+                   "(extract cifar-100-python.tar.gz first)", load, "cifar100", tmp_path)
+    toy_cifar100(tmp_path, n_train=100, n_test=20)
+    (tmp_path / "cifar-100-python" / "test").unlink()
+    one_line_error("cifar-100-python lacks test;", load, "cifar100", tmp_path)
+    toy_cifar(tmp_path / "c10")
+    one_line_error("(this holds CIFAR-10; use data set cifar10)", load, "cifar100",
+                   tmp_path / "c10")
+
+
+def test_cifar100_truncated_files(tmp_path):
+    toy_cifar100(tmp_path, n_train=100, n_test=20)
+    path = tmp_path / "cifar-100-python" / "train"
+    whole = path.read_bytes()
+    for cut in (whole[:len(whole) // 2], whole[:-1], whole[:40], b""):
+        path.write_bytes(cut)
+        message = one_line_error("train: corrupt or truncated pickle", load, "cifar100", tmp_path)
+        assert str(path) in message
+    path.write_bytes(b"not a pickle at all")
+    one_line_error("corrupt or truncated pickle", load, "cifar100", tmp_path)
+
+
+def test_cifar100_malformed_entries(tmp_path):
+    path = tmp_path / "test"
+    read = data.files.read_cifar100_file
+    rows = np.zeros((3, 3072), np.uint8)
+    path.write_bytes(py3_cifar100_file(rows, [1, 2, 100], [0, 1, 2]))
+    one_line_error("labels must be in 0..99, found [100]", read, path)
+    path.write_bytes(py3_cifar100_file(rows, [1, -1, 2], [0, 1, 2]))
+    one_line_error("labels must be in 0..99, found [-1]", read, path)
+    path.write_bytes(py3_cifar100_file(rows, [1, 2, 3], [0, 20, 2]))
+    assert read(path)[1].tolist() == [1, 2, 3]  # the coarse labels are read only when asked
+    one_line_error("labels must be in 0..19, found [20]", read, path, labels="coarse")
+    path.write_bytes(py3_cifar100_file(rows, [1, 2], [0, 1]))
+    one_line_error("3 images but 2 fine_labels", read, path)
+    path.write_bytes(py3_cifar100_file(rows[:, :1024], [1, 2, 3], [0, 1, 2]))
+    one_line_error("'data' must be an N × 3072 uint8 array, got (3, 1024)", read, path)
+    path.write_bytes(py3_cifar100_file(rows.reshape(3, 3, 32, 32), [1, 2, 3], [0, 1, 2]))
+    one_line_error("got (3, 3, 32, 32)", read, path)
+    path.write_bytes(py3_cifar100_file(rows.astype(np.float32), [1, 2, 3], [0, 1, 2]))
+    one_line_error("'data' must be an N × 3072 uint8 array", read, path)
+    path.write_bytes(pickle.dumps({b"data": rows, b"fine_labels": ["a", "b", "c"]}, protocol=2))
+    one_line_error("'fine_labels' must be a list of integers", read, path)
+    path.write_bytes(pickle.dumps({b"data": rows, b"fine_labels": [1, 2, 3]}, protocol=2))
+    assert read(path)[0].shape == (3, 3, 32, 32)
+    one_line_error("no 'coarse_labels' entry", read, path, labels="coarse")
+    path.write_bytes(pickle.dumps([rows], protocol=2))
+    one_line_error("expected a dict, got list", read, path)
+
+
+def test_cifar100_refuses_code_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    command = _RunsCommand(f"touch {shlex.quote(str(marker))}")
+    payload = pickle.dumps({b"data": command, b"fine_labels": [], b"coarse_labels": []},
+                           protocol=2)
+    toy_cifar100(tmp_path, n_train=100, n_test=20)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(payload)
+    message = one_line_error(f"refusing to unpickle global {os.system.__module__}.system", load,
+                             "cifar100", tmp_path)
+    assert "cifar-100-python/test" in message
+    assert not marker.exists()
+    obj = np.empty(3, dtype=object)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(
+        py3_cifar100_file(obj, [0, 1, 2], [0, 1, 2]))
+    one_line_error("refusing to unpickle an object dtype", load, "cifar100", tmp_path)
+    # the payload is live: an unrestricted unpickler runs the command
+    pickle.loads(payload)
+    assert marker.exists()
+
+
+def test_cifar100_empty_training_set(tmp_path):
+    toy_cifar100(tmp_path, n_train=100, n_test=20)
+    (tmp_path / "cifar-100-python" / "train").write_bytes(
+        py2_cifar100_file(np.zeros((0, 3072), np.uint8), [], []))
+    one_line_error("cifar100: the training set is empty", load, "cifar100", tmp_path)
 
 
 # ----------------------------------------------------------------------------- validate_split

@@ -1,23 +1,58 @@
-"""wei-wd-anneal: milestone scaling, the paper-scale training spec, the schedule as recorded by
-the trainer epoch by epoch, and a tiny end-to-end run."""
+"""wei-wd-anneal: milestone scaling, the paper-scale training specs of CIFAR-10 and CIFAR-100,
+the schedule as recorded by the trainer epoch by epoch, and tiny end-to-end runs at both scales
+(paper scale on CIFAR-format files written here)."""
 
 import json
+import pickle
 
+import numpy as np
 import pytest
 
-from marginlab import experiments
+from marginlab import experiments, models
+from marginlab.cli import main
 from marginlab.errors import MarginlabError
 from marginlab.experiments import wei_wd_anneal as wd
+from marginlab.sweep import spec as sweep_spec
 
 
 def _read(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _pickle(path, entry):
+    """A CIFAR python file: a dict with bytes keys, pickled at protocol 2 like the real ones."""
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+
+
+def write_cifar_files(root, n_train=20, n_test=10, seed=0):
+    """Tiny CIFAR-10 (``cifar-10-batches-py``) and CIFAR-100 (``cifar-100-python``) folders."""
+    rng = np.random.default_rng(seed)
+    rows = lambda n: rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # noqa: E731
+    c10 = root / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    for i in range(1, 6):
+        _pickle(c10 / f"data_batch_{i}", {b"data": rows(n_train // 5),
+                                          b"labels": rng.integers(0, 10, n_train // 5).tolist()})
+    _pickle(c10 / "test_batch", {b"data": rows(n_test),
+                                 b"labels": rng.integers(0, 10, n_test).tolist()})
+    c100 = root / "cifar-100-python"
+    c100.mkdir()
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = rng.integers(0, 100, n)
+        _pickle(c100 / name, {b"filenames": [b"x.png"] * n, b"batch_label": name.encode(),
+                              b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
+                              b"data": rows(n)})
+    return root
+
+
 def test_registered_with_both_scales_trial_and_grid():
     exp = experiments.get("wei-wd-anneal")
     assert set(exp.scales) == {"cpu", "paper"}
     assert exp.grid["cpu"] == {"weight_decay_schedule": ["annealed", "fixed"]}
+    assert exp.grid["paper"] == {"data": ["cifar10", "cifar100"],
+                                 "weight_decay_schedule": ["annealed", "fixed"]}
+    assert exp.scales["paper"]["data"] == "cifar10+cifar100"
+    assert exp.scales["cpu"]["data"] == "mnist5k"
     assert "F.4" in exp.reference
 
 
@@ -43,21 +78,73 @@ def test_paper_cumulative_decay():
     annealed = 391 * 2 * (59 * 0.1 * 2e-4 + 30 * 0.02 * 4e-5 + 30 * 0.02 * 2e-5
                           + 20 * 0.004 * 1e-5 + 20 * 0.004 * 5e-6 + 41 * 0.0008 * 2.5e-6)
     assert wd.paper_cumulative_decay("annealed") == pytest.approx(annealed)
+    # CIFAR-100: λ 5e-4 to 59, 1e-4 60-119, 2e-5 120-159, 4e-6 after; same lr.
+    assert wd.paper_cumulative_decay("fixed", data="cifar100") == pytest.approx(
+        391 * 2 * 5e-4 * lr_epochs)
+    annealed = 391 * 2 * (59 * 0.1 * 5e-4 + 60 * 0.02 * 1e-4 + 40 * 0.004 * 2e-5
+                          + 41 * 0.0008 * 4e-6)
+    assert wd.paper_cumulative_decay("annealed", data="cifar100") == pytest.approx(annealed)
 
 
-def test_paper_scale_spec_is_the_papers_cifar10_schedule():
-    s = {**experiments.get("wei-wd-anneal").scales["paper"], "seed": 0}
+# Appendix F.4, typed in from the paper's text: initial λ and its milestones per data set.
+F4 = {"cifar10": (2e-4, {"60": 0.2, "90": 0.5, "120": 0.5, "140": 0.5, "160": 0.5}),
+      "cifar100": (5e-4, {"60": 0.2, "120": 0.2, "160": 0.2})}
+
+
+@pytest.mark.parametrize("data", ["cifar10", "cifar100"])
+def test_paper_scale_spec_is_the_papers_schedule(data):
+    s = {**experiments.get("wei-wd-anneal").scales["paper"], "data": data, "seed": 0}
     spec = wd.train_spec({**s, "weight_decay_schedule": "annealed"})
-    assert (spec["model"], spec["data"], spec["epochs"]) == ("wrn16", "cifar10", 200)
+    assert (spec["model"], spec["data"], spec["epochs"]) == ("wrn16", data, 200)
+    assert (spec["n_train"], spec["n_test"], spec["batch_size"]) == (None, None, 128)
     assert spec["schedule"] == {"name": "constant", "lr": 0.1,
                                 "milestones": {"60": 0.2, "120": 0.2, "160": 0.2}}
-    assert spec["weight_decay"] == 2e-4 and spec["weight_decay_power"] == 2.0
-    assert spec["weight_decay_milestones"] == {"60": 0.2, "90": 0.5, "120": 0.5, "140": 0.5,
-                                               "160": 0.5}
+    assert spec["weight_decay"] == F4[data][0] and spec["weight_decay_power"] == 2.0
+    assert spec["weight_decay_milestones"] == F4[data][1]
     fixed = wd.train_spec({**s, "weight_decay_schedule": "fixed"})
     assert fixed["weight_decay_milestones"] == {} and fixed["schedule"] == spec["schedule"]
+    assert fixed["weight_decay"] == F4[data][0]
     with pytest.raises(MarginlabError):
         wd.train_spec({**s, "weight_decay_schedule": "cosine"})
+    # numbers the user sets replace the paper's, on every data set
+    own = wd.train_spec({**s, "weight_decay_schedule": "annealed", "weight_decay": 1e-3,
+                         "wd_milestones": [[100, 0.1]]})
+    assert own["weight_decay"] == 1e-3 and own["weight_decay_milestones"] == {"100": 0.1}
+
+
+def test_data_setting_errors():
+    s = {**experiments.get("wei-wd-anneal").scales["paper"], "seed": 0,
+         "weight_decay_schedule": "fixed"}
+    assert wd.data_sets(s) == ["cifar10", "cifar100"]
+    with pytest.raises(MarginlabError, match="one data set, got data='cifar10\\+cifar100'"):
+        wd.train_spec(s)
+    with pytest.raises(MarginlabError, match="gives only for cifar10 and cifar100; set "
+                                             "weight_decay for mnist5k"):
+        wd.train_spec({**s, "data": "mnist5k"})
+    assert wd.train_spec({**s, "data": "mnist5k", "weight_decay": 0.01,
+                          "wd_milestones": []})["weight_decay"] == 0.01
+    for bad in ("cifar10+cifar10", "cifar10+", "", 3):
+        with pytest.raises(MarginlabError, match="joined by"):
+            wd.data_sets({"data": bad})
+    with pytest.raises(MarginlabError, match="unknown data set 'svhn'"):
+        wd.data_sets({"data": "cifar10+svhn"})
+    for bad in (0.0, -1e-4, "2e-4", True):
+        with pytest.raises(MarginlabError, match="weight_decay must be a number > 0"):
+            wd.train_spec({**s, "data": "cifar10", "weight_decay": bad})
+
+
+def test_paper_sweep_gives_each_data_set_its_own_schedule():
+    trials, fn = sweep_spec.expand(sweep_spec.for_experiment("wei-wd-anneal", "paper", [0]))
+    assert fn is wd.wd_anneal_trial
+    assert [(t.params["data"], t.params["weight_decay_schedule"]) for t in trials] == [
+        ("cifar10", "annealed"), ("cifar10", "fixed"), ("cifar100", "annealed"),
+        ("cifar100", "fixed")]
+    for t in trials:
+        spec = wd.train_spec(t.settings)
+        lam, milestones = F4[t.params["data"]]
+        assert spec["weight_decay"] == lam
+        annealed = t.params["weight_decay_schedule"] == "annealed"
+        assert spec["weight_decay_milestones"] == (milestones if annealed else {})
 
 
 TINY = {"n_train": 50, "n_test": 50, "widths": [16], "epochs": 10, "milestone_epochs": 10,
@@ -99,7 +186,8 @@ def test_tiny_run_writes_trials_plots_and_report(tmp_path):
     rows = _read(out / "trials.jsonl")
     assert [r["params"]["weight_decay_schedule"] for r in rows] == ["annealed", "fixed"]
     assert all(r["status"] == "ok" for r in rows)
-    assert (out / "runs" / "annealed-seed0" / "metrics.jsonl").exists()
+    assert [r["params"]["data"] for r in rows] == ["mnist5k"] * 2
+    assert (out / "runs" / "mnist5k-annealed-seed0" / "metrics.jsonl").exists()
     assert (out / "plots" / "wd_anneal.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert md.startswith("# wei-wd-anneal") and "5.86" in md and "CPU scale" in md
@@ -111,3 +199,58 @@ def test_paper_scale_needs_the_data_directory(tmp_path):
     exp = experiments.get("wei-wd-anneal")
     with pytest.raises(MarginlabError, match="--root"):
         exp.run(exp.request("paper", tmp_path / "p"))
+
+
+# One epoch of the default paper scale (WideResNet-16-4, both data sets) on 20 training images:
+# every milestone of the 200-epoch schedule lands on epoch 1, so the recorded λ and lr show which
+# schedule each data set got.
+PAPER_TINY = {"epochs": 1, "trials": 1, "workers": 0, "batch_size": 10}
+
+
+def test_paper_scale_runs_both_data_sets_end_to_end(tmp_path):
+    exp = experiments.get("wei-wd-anneal")
+    root = write_cifar_files(tmp_path / "data")
+    out = tmp_path / "paper"
+    exp.run(exp.request("paper", out, PAPER_TINY, root=root))
+    rows = _read(out / "trials.jsonl")
+    assert [(r["params"]["data"], r["params"]["weight_decay_schedule"]) for r in rows] == [
+        ("cifar10", "annealed"), ("cifar10", "fixed"), ("cifar100", "annealed"),
+        ("cifar100", "fixed")]
+    assert all(r["status"] == "ok" for r in rows)
+    lr_1 = 0.1 * 0.2 ** 3  # ×0.2 at 60, 120 and 160, all moved to epoch 1
+    wd_1 = {"cifar10": 2e-4 * 0.2 * 0.5 ** 4, "cifar100": 5e-4 * 0.2 ** 3}
+    for data, classes in (("cifar10", 10), ("cifar100", 100)):
+        for arm in ("annealed", "fixed"):
+            run = out / "runs" / f"{data}-{arm}-seed0"
+            spec = json.loads((run / "config.json").read_text())["spec"]
+            assert (spec["model"], spec["data"], spec["root"]) == ("wrn16", data, str(root))
+            assert spec["weight_decay"] == F4[data][0]
+            (h,) = _read(run / "metrics.jsonl")
+            expected = wd_1[data] if arm == "annealed" else F4[data][0]
+            assert h["weight_decay"] == pytest.approx(expected, rel=1e-12)
+            assert h["lr"] == pytest.approx(lr_1, rel=1e-12)
+            assert h["n"] == 20 and h["steps"] == 2
+            (final,) = (run / "snapshots").glob("model-*.safetensors")  # no loss thresholds
+            meta = models.metadata(final)
+            assert meta["spec"]["name"] == "wrn16"
+            assert meta["spec"]["kwargs"]["num_classes"] == classes
+    md = (out / "report.md").read_text()
+    assert "## cifar10: test error" in md and "## cifar100: test error" in md
+    assert "| 26.22 |" in md and "| 5.86 |" in md and "CIFAR-10 only" not in md
+    assert "weight_decay (cifar100) = 0.0005" in md
+    assert (out / "plots" / "wd_anneal.png").stat().st_size > 10_000
+
+
+def test_paper_scale_checks_the_files_before_training(tmp_path, capsys):
+    root = write_cifar_files(tmp_path / "data")
+    (root / "cifar-100-python" / "test").write_bytes(b"\x80\x02}q\x00(")
+    out = tmp_path / "p"
+    rc = main(["reproduce", "wei-wd-anneal", "--scale", "paper", "--root", str(root),
+               "--out", str(out), "--set", "data=cifar100"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "cifar-100-python/test: corrupt or truncated pickle" in err
+    assert not out.exists()
+    rc = main(["reproduce", "wei-wd-anneal", "--scale", "paper", "--root", str(root),
+               "--out", str(out), "--set", "data=cifar10+svhn"])
+    assert rc == 2 and "unknown data set 'svhn'" in capsys.readouterr().err

@@ -17,8 +17,8 @@ every data set of the run.
 The ``cpu`` scale runs the same two arms on the bundled MNIST subset with a small bias-free MLP
 for a few epochs, every milestone moved to the same fraction of the shorter run and the initial
 λ raised so that the total shrinkage by weight decay, Σ_steps 2ηλ (:func:`cumulative_decay`),
-is about the paper's. Milestones are lists of ``[epoch, factor]`` pairs, given in the epochs of
-a ``milestone_epochs``-epoch run.
+is about the paper's on CIFAR-10. Milestones are lists of ``[epoch, factor]`` pairs, given in
+the epochs of a ``milestone_epochs``-epoch run.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def resolve(settings: Mapping) -> dict:
     if len(names) != 1:
         raise MarginlabError(f"a training run uses one data set, got data={s['data']!r}; run "
                              "the experiment, or sweep over 'data'")
+    s["data"] = names[0]
     for key in ("weight_decay", "wd_milestones"):
         if s[key] is None:
             if names[0] not in PAPER_WEIGHT_DECAY:
