@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import Bounds, minimize
 
 from marginlab import meanfield as mf
-from marginlab import regularized
+from marginlab import regularized_1d
 from marginlab.errors import MarginlabError
 from marginlab.experiments import get
 from marginlab.experiments.wei_meanfield import cluster_data
@@ -244,14 +244,14 @@ def test_reference_reduction_matches_the_full_sphere_problem():
 
 def test_reference_optimum_matches_independent_1d_bias_solver():
     """Inputs (x, 1) in ℝ² (1-D data with a first-layer bias) and the mean reduction: the same
-    convex problem as marginlab.regularized.convex_optimum_1d (Wei et al., Appendix F.3), solved
+    convex problem as marginlab.regularized_1d.convex_optimum_1d (Wei et al., Appendix F.3), solved
     there by another column generation with an active-set Newton method. Both are certified
     over the whole circle, so the values must agree within the two gaps."""
     g = torch.Generator().manual_seed(11)
     xs = torch.linspace(-2, 2, 14, dtype=F64) + 0.05 * torch.randn(14, generator=g, dtype=F64)
     y = torch.where(torch.cos(2.2 * xs) > 0, 1.0, -1.0).to(F64)
     lam = 1e-3
-    other = regularized.convex_optimum_1d(xs.numpy(), y.numpy(), lam, tol=1e-6)
+    other = regularized_1d.convex_optimum_1d(xs.numpy(), y.numpy(), lam, tol=1e-6)
     X = torch.stack([xs, torch.ones_like(xs)], dim=1)
     ref = mf.reference_optimum(X, y, lam, reduction="mean")
     assert ref.certified and other.continuum

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linprog, minimize
 from scipy.special import entr
 
-from marginlab import kernels, models, regularized
+from marginlab import kernels, models, regularized, regularized_1d
 from marginlab.errors import MarginlabError
 
 
@@ -63,7 +63,7 @@ def test_trained_objective_is_certified_optimal_on_six_points():
     random_start = _random_units(14, seed=1)
     optimum = None
     for lam in (1e-2, 1e-4, 1e-6):
-        optimum = regularized.convex_optimum_1d(x, y, lam, init=optimum)
+        optimum = regularized_1d.convex_optimum_1d(x, y, lam, init=optimum)
         assert optimum.gap < 1e-6
         assert optimum.normalized_margin <= gamma / 2 * (1 + 1e-12)
         res = regularized.train(random_start, X, yt, lam=lam, max_reseeds=3)
@@ -86,7 +86,7 @@ def test_convex_optimum_agrees_with_independent_grid_solution():
     x = np.sort(rng.uniform(-1, 1, 5))
     y = np.array([1.0, -1.0, -1.0, 1.0, -1.0])
     lam = 1e-3
-    opt = regularized.convex_optimum_1d(x, y, lam)
+    opt = regularized_1d.convex_optimum_1d(x, y, lam)
     # Independent: the problem on 720 fixed angles, α = α⁺ − α⁻, solved by SLSQP-free L-BFGS-B
     # on the unscaled objective with a loss written with logaddexp.
     F = kernels.relu_features(kernels.lift_1d(x), kernels.angles_to_directions(
@@ -116,15 +116,33 @@ def test_convex_optimum_agrees_with_independent_grid_solution():
 EIGHT_POINTS = (np.linspace(-1.0, 1.0, 8), np.array([1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0]))
 
 
-def _grid_sup(x, c, n_grid=200_000):
-    """An upper bound on sup_t |Σ_i c_i relu(x_i cos t + sin t)|: the max over n_grid angles
-    plus the Lipschitz constant Σ|c_i|‖(x_i, 1)‖ times half the grid step."""
-    t = np.arange(n_grid) * 2 * np.pi / n_grid
-    best = 0.0
-    for chunk in np.array_split(t, 20):
-        g = np.maximum(np.outer(np.cos(chunk), x) + np.sin(chunk)[:, None], 0) @ c
-        best = max(best, float(np.abs(g).max()))
-    return best + np.abs(c) @ np.hypot(x, 1.0) * np.pi / n_grid
+def _grid_sup(x, c, n_grid=20_000, rel=1e-6):
+    """A rigorous upper bound on sup_t |g(t)|, g(t) = Σ_i c_i relu(x_i cos t + sin t), by
+    branch and bound on angle cells with the Lipschitz constant L = Σ|c_i|‖(x_i, 1)‖: a cell of
+    width Δ holds no value above its endpoints' max + LΔ/2; cells that cannot beat the best
+    value found are dropped, the rest split, until LΔ/2 ≤ rel · best."""
+    lip = np.abs(c) @ np.hypot(x, 1.0)
+
+    def g(t):
+        return np.abs(np.maximum(np.outer(np.cos(t), x) + np.sin(t)[:, None], 0) @ c)
+
+    width = 2 * np.pi / n_grid
+    left = np.arange(n_grid) * width
+    vals = g(np.append(left, 2 * np.pi))
+    lo_v, hi_v = vals[:-1], vals[1:]
+    best = float(vals.max())
+    while True:
+        bound = np.maximum(lo_v, hi_v) + lip * width / 2
+        if lip * width / 2 <= rel * best:
+            return float(max(best, bound.max()))
+        keep = bound > best * (1 + rel)
+        left, lo_v, hi_v = left[keep], lo_v[keep], hi_v[keep]
+        width /= 16
+        left = (left[:, None] + width * np.arange(16)[None, :]).reshape(-1)
+        inner = g(left).reshape(-1, 16)
+        lo_v = inner.reshape(-1)
+        hi_v = np.concatenate([inner[:, 1:], hi_v[:, None]], axis=1).reshape(-1)
+        best = max(best, float(lo_v.max()))
 
 
 def _independent_lower_bound(x, y, q, lam):
@@ -137,9 +155,11 @@ def _independent_lower_bound(x, y, q, lam):
 
 
 def _gamma_l1_bracket(x, y, n_grid=2000):
-    """(lower, upper) bounds on the continuum ℓ1-SVM margin: the HiGHS LP on an angle grid
-    (a restriction) and its dual μ priced over the circle (weak duality)."""
-    t = np.arange(n_grid) * 2 * np.pi / n_grid
+    """(lower, upper) bounds on the continuum ℓ1-SVM margin: the HiGHS LP on a set of angles
+    (a restriction) and its dual μ priced over the whole circle (weak duality)."""
+    # the grid plus the directions ±(1, −x_k) whose kink −b/w is on a data point
+    t = np.concatenate([np.arange(n_grid) * 2 * np.pi / n_grid, np.arctan2(-x, 1.0),
+                        np.arctan2(x, -1.0)])
     F = np.maximum(np.outer(x, np.cos(t)) + np.sin(t), 0)
     YF = y[:, None] * F
     m = len(t)
@@ -170,7 +190,7 @@ def test_gamma_l1_continuum_is_bracketed_by_independent_lp():
     svm = kernels.l1_margin_1d(x, y)
     assert lower <= svm.margin * (1 + 1e-9) and svm.margin <= upper * (1 + 1e-9)
     assert lower <= svm.upper_bound * (1 + 1e-9)
-    assert (upper - lower) / upper < 2e-3  # the bracket is tight enough to mean something
+    assert (upper - lower) / upper < 1e-5  # the bracket is tight enough to mean something
 
 
 @pytest.mark.parametrize("lam", [1e-4, 1e-6])
@@ -181,13 +201,13 @@ def test_train_1d_is_within_1e_4_of_the_certified_optimum(lam):
     X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
     gamma_upper = _gamma_l1_bracket(x, y)[1]
     svm_upper = kernels.l1_margin_1d(x, y).upper_bound
-    opt = regularized.convex_optimum_1d(x, y, lam)
+    opt = regularized_1d.convex_optimum_1d(x, y, lam)
     assert opt.gap < 1e-9 and len(opt.weights) <= len(x)
     starts = {"optimum": models.two_layer(1, 18, bias="first").double(),
               "random": _random_units(18, seed=5)}
     regularized.load_measure(starts["optimum"], opt.directions, opt.weights)
     for name, net in starts.items():
-        res = regularized.train_1d(net, X, yt, lam=lam)
+        res = regularized_1d.train_1d(net, X, yt, lam=lam)
         value, q, margin = _objective_and_margin(net, x, y, lam)
         assert res.objective == pytest.approx(value, rel=1e-12), name
         assert regularized.regularized_objective(net, X, yt, lam) == pytest.approx(
@@ -214,7 +234,7 @@ def test_train_1d_recovers_from_kinks_moved_off_the_data_points():
     x, y = EIGHT_POINTS
     X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
     lam = 1e-6
-    opt = regularized.convex_optimum_1d(x, y, lam)
+    opt = regularized_1d.convex_optimum_1d(x, y, lam)
     kinks = -opt.directions[:, 1] / opt.directions[:, 0]
     assert np.isclose(kinks[:, None], x[None, :], atol=1e-9).any(axis=1).sum() >= 1
     net = models.two_layer(1, 18, bias="first").double()
@@ -224,7 +244,7 @@ def test_train_1d_recovers_from_kinks_moved_off_the_data_points():
         for p in net.parameters():
             p.mul_(1 + 1e-3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     start = _objective_and_margin(net, x, y, lam)[0]
-    res = regularized.train_1d(net, X, yt, lam=lam, reseed=False)
+    res = regularized_1d.train_1d(net, X, yt, lam=lam, reseed=False)
     value, q, _ = _objective_and_margin(net, x, y, lam)
     assert (start - opt.value) / start > 1e-6  # the perturbation mattered
     assert res.reseeds == 0
@@ -235,13 +255,13 @@ def test_train_1d_recovers_from_kinks_moved_off_the_data_points():
 def test_train_1d_rejects_other_networks():
     x, y = EIGHT_POINTS
     with pytest.raises(MarginlabError):
-        regularized.train_1d(models.two_layer(2, 4, bias="first"), torch.zeros(8, 2),
+        regularized_1d.train_1d(models.two_layer(2, 4, bias="first"), torch.zeros(8, 2),
                              torch.from_numpy(y), lam=1e-3)
     with pytest.raises(MarginlabError):
-        regularized.train_1d(models.two_layer(1, 4, bias="none"),
+        regularized_1d.train_1d(models.two_layer(1, 4, bias="none"),
                              torch.from_numpy(x)[:, None], torch.from_numpy(y), lam=1e-3)
     with pytest.raises(MarginlabError):
-        regularized.train_1d(models.two_layer(1, 4, bias="first"),
+        regularized_1d.train_1d(models.two_layer(1, 4, bias="first"),
                              torch.from_numpy(x)[:, None], torch.from_numpy(y), lam=0.0)
 
 
@@ -251,7 +271,7 @@ def test_dual_lower_bound_is_below_every_network():
     y = rng.choice([-1.0, 1.0], size=7)
     X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
     lam = 1e-3
-    opt = regularized.convex_optimum_1d(x, y, lam)
+    opt = regularized_1d.convex_optimum_1d(x, y, lam)
     for seed in range(10):
         net = _random_units(8, seed)
         value = _objective_numpy(net, x, y, lam)
