@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bias", choices=("none", "first", "all"), default="none")
     g.add_argument("--widths", default="100,100", help="mlp hidden widths (two_layer: one)")
     g.add_argument("--width", type=float, default=1.0, help="mnist_cnn width multiplier")
-    g.add_argument("--data", default="mnist5k", help="mnist5k (default), digits, mnist, cifar10, cifar100")
+    g.add_argument("--data", default="mnist5k",
+                   help="mnist5k (default), digits, mnist, cifar10, cifar100")
     g.add_argument("--root", default=None, help="directory with the data files")
     g.add_argument("--n-train", type=int, default=None, help="class-balanced training subset")
     g.add_argument("--n-test", type=int, default=None, help="test subset")
