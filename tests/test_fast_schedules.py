@@ -64,6 +64,37 @@ def test_active_samples_are_those_within_the_gap_of_the_total_loss():
         LossBasedMomentum(active_gap=0.0)
 
 
+def test_epoch_on_a_subset_cuts_equal_batches_and_estimates_the_full_mean():
+    """41 of 100 samples in use, batch 10: five batches of 8-9 (not 10, 10, 10, 10, 1); one
+    batch holding the whole subset steps by −α ∇[(1/N) Σ_A ℓ_n] / L̄, written out here with
+    torch.nn.functional.softplus."""
+    from marginlab.losses import get_loss
+    from marginlab.train.fast import _sgd_epoch
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 3, dtype=torch.float64, generator=gen)
+    y = torch.where(torch.rand(100, generator=gen) < 0.5, -1.0, 1.0).double()
+    active = torch.randperm(100, generator=gen)[:41]
+    net = torch.nn.Linear(3, 1, bias=False).double()
+    sizes = []
+    net.register_forward_hook(lambda _m, inp, _out: sizes.append(inp[0].shape[0]))
+    params, frame, alpha = list(net.parameters()), math.log(0.3), 0.05
+    velocity = [torch.zeros_like(p) for p in params]
+    steps = _sgd_epoch(net, params, velocity, X, y, active, get_loss("logistic"), frame, alpha,
+                       0.0, 10, torch.Generator().manual_seed(1))
+    assert steps == 5 and sorted(sizes) == [8, 8, 8, 8, 9]
+
+    w0 = net.weight.detach().clone()
+    w = w0.clone().requires_grad_(True)
+    mean = torch.nn.functional.softplus(-y[active] * (X[active] @ w[0])).sum() / 100
+    (grad,) = torch.autograd.grad(mean, w)
+    velocity = [torch.zeros_like(p) for p in params]
+    _sgd_epoch(net, params, velocity, X, y, active, get_loss("logistic"), frame, alpha, 0.0, 64,
+               torch.Generator().manual_seed(2))
+    torch.testing.assert_close(net.weight.detach() - w0, -alpha * grad / 0.3, rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_underflow_raises_and_cap_holds():
     s = LossBasedMomentum(alpha0=1e-3, up=1.5, down=10.0, min_alpha=1e-5, max_alpha=2e-3)
     assert s.decide(-1.0, -2.0) and s.decide(-2.0, -3.0)
@@ -154,24 +185,27 @@ def test_the_guard_is_not_vacuous():
 
 def test_without_momentum_and_guard_it_is_the_papers_schedule():
     """μ = 0, up 2^{1/5}, down 2^{1/10}, no guard: the same epochs, retries and parameters as
-    marginlab.train.fit with LossBasedLR (Lyu & Li, Appendix L.1)."""
+    marginlab.train.fit with LossBasedLR (Lyu & Li, Appendix L.1), when the batch size divides
+    N (otherwise fit_fast cuts equal batches where fit leaves a short last one)."""
     X, y = _separable(50, 4, seed=4)
     runs = []
     paper = LossBasedMomentum(momentum=0.0, up=2 ** 0.2, down=2 ** 0.1, monotone_margin=False,
                               active_gap=None)
     for train, schedule in ((fit, LossBasedLR()), (fit_fast, paper)):
         net = models.two_layer(4, 10, bias="none", seed=5).double()
-        res = train(net, (X, y), schedule=schedule, epochs=40, batch_size=16, seed=3,
+        res = train(net, (X, y), schedule=schedule, epochs=40, batch_size=10, seed=3,
                     loss="logistic", progress=False)
         runs.append((net, res.history))
     (net_a, h_a), (net_b, h_b) = runs
     assert sum(r["retries"] for r in h_a) > 5  # the rule was exercised
     assert [r["retries"] for r in h_a] == [r["retries"] for r in h_b]
     for a, b in zip(h_a, h_b):
-        assert b["log_loss_sum"] == pytest.approx(a["log_loss_sum"], rel=1e-10)
-        assert b["log10_lr"] == pytest.approx(a["log10_lr"], rel=1e-12)
+        # Equal up to float64 roundoff (the two loops sum the loss in different orders),
+        # which 40 epochs amplify to about 1e-11.
+        assert b["log_loss_sum"] == pytest.approx(a["log_loss_sum"], rel=1e-9)
+        assert b["log10_lr"] == pytest.approx(a["log10_lr"], rel=1e-9)
     for p, q in zip(net_a.parameters(), net_b.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(p, q, rtol=1e-8, atol=1e-10)
 
 
 def _svm_margin(X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:

@@ -511,16 +511,21 @@ def _sgd_epoch(model: nn.Module, params: list[Tensor], velocity: list[Tensor], X
                bs: int, gen: torch.Generator) -> int:
     """One pass of heavy-ball SGD over a fresh shuffle of ``indices``; returns the step count.
 
-    Each step differentiates R = exp(log L̄_B − frame), so that v ← μ v − α ∇R is the
-    loss-based step −(α/L̄) ∇L̄_B (DESIGN.md §3) and never leaves float range.
+    The shuffle is cut into ⌈|A|/bs⌉ batches of equal size (±1), A the samples in use: a
+    last batch of a few samples would weigh each of them up to bs times more than the others,
+    and the step that fits the full batches overshoots on it. Each step differentiates
+    R = exp(log((|A|/N)·L̄_B) − frame), where (|A|/N)·L̄_B estimates the mean loss L̄ over all N
+    samples (the others carry less than e^{−gap} of it), so that v ← μ v − α ∇R is the
+    loss-based step −(α/L̄) ∇L̄ (DESIGN.md §3) whatever the size of A, and never leaves float
+    range.
     """
     n = indices.numel()
     order = indices[torch.randperm(n, generator=gen)].to(X.device)
+    share = math.log(n / X.shape[0])
     steps = 0
-    for start in range(0, n, bs):
-        idx = order[start:start + bs]
+    for idx in torch.tensor_split(order, math.ceil(n / bs)):
         log_l = _batch_log_loss(model(X[idx]), y[idx], loss)
-        rescaled = torch.exp(torch.logsumexp(log_l, 0) - math.log(idx.numel()) - frame)
+        rescaled = torch.exp(torch.logsumexp(log_l, 0) - math.log(idx.numel()) + share - frame)
         for p in params:
             p.grad = None
         rescaled.backward()
