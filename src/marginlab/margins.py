@@ -20,8 +20,8 @@ from marginlab import homogeneity
 from marginlab.errors import MarginlabError, NotHomogeneousError
 from marginlab.losses import Loss, get_loss, log_sum, multiclass_soft_margin
 
-__all__ = ["MarginStats", "NonFiniteOutputError", "Outputs", "measure", "model_outputs",
-           "per_sample", "validate_data"]
+__all__ = ["MarginStats", "NonFiniteOutputError", "Norms", "Outputs", "measure",
+           "model_outputs", "per_sample", "scaled", "stats_from", "validate_data"]
 
 Convention = Literal["homogeneous", "paper_with_bias"]
 LOG10_E = 1.0 / math.log(10.0)
@@ -229,48 +229,88 @@ def measure(
         MarginlabError: invalid data or labels.
     """
     out = model_outputs(model, X, y, loss, batch_size=batch_size, check_inputs=check_inputs)
-    named = dict(model.named_parameters())
-    if convention == "paper_with_bias":
-        group_map = {k: tuple(v) for k, v in (groups or homogeneity.default_groups(model)).items()}
-        if not group_map:
-            raise MarginlabError("the model has no Linear/Conv layers to form parameter groups")
-        order = float(len(group_map))
-        degrees = dict.fromkeys(group_map, 1.0)
-        rho = math.sqrt(sum(_group_norm(named, m) ** 2 for m in group_map.values()))
-    elif convention == "homogeneous":
-        report = homogeneity.cached_check(model, X[:8], groups)
-        if not report.is_homogeneous:
-            raise NotHomogeneousError(
-                "the model is not homogeneous in its parameters (residual "
-                f"{report.max_residual:.1e}); normalized margins are undefined — remove the "
-                "biases past the first layer, or ask for convention='paper_with_bias'"
-            )
-        order = report.order
-        group_map = report.groups
-        degrees = {k: (v if v is not None else math.nan) for k, v in report.layer_orders.items()}
-        rho = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in named.values()))
-    else:
-        raise MarginlabError(f"unknown convention {convention!r}")
-    log_norm_product = sum(
-        degrees[g] * math.log(max(_group_norm(named, m), 1e-300)) for g, m in group_map.items()
-    )
-    log_loss_sum = float(log_sum(out.log_loss))
-    q_min = float(out.q.min())
+    norms = Norms(model, X[:8], convention, groups)
+    return stats_from(out.q, float(log_sum(out.log_loss)), norms, loss)
+
+
+class Norms:
+    """ρ, log ρ^L and log Π_i ‖w_i‖^{k_i} of a model's current parameters under a margin
+    convention (DESIGN.md §2). The convention — order, groups, degrees — is resolved once; the
+    norms are read from the parameters at every call, so one object serves a whole training run.
+
+    Args:
+        model: the network.
+        example: a few inputs, for the homogeneity check of the ``homogeneous`` convention.
+        convention: as for :func:`measure`.
+        groups: parameter groups for the multi-homogeneous margin; default one per layer.
+
+    Raises:
+        NotHomogeneousError: the model is not homogeneous and ``convention`` is ``homogeneous``.
+    """
+
+    def __init__(self, model: nn.Module, example: Tensor, convention: Convention = "homogeneous",
+                 groups: homogeneity.ParameterGroups | None = None):
+        self.named = dict(model.named_parameters())
+        if convention == "paper_with_bias":
+            self.groups = {k: tuple(v)
+                           for k, v in (groups or homogeneity.default_groups(model)).items()}
+            if not self.groups:
+                raise MarginlabError("the model has no Linear/Conv layers to form parameter "
+                                     "groups")
+            self.order = float(len(self.groups))
+            self.degrees = dict.fromkeys(self.groups, 1.0)
+            self.rho_members = [m for ms in self.groups.values() for m in ms]
+        elif convention == "homogeneous":
+            report = homogeneity.cached_check(model, example, groups)
+            if not report.is_homogeneous:
+                raise NotHomogeneousError(
+                    "the model is not homogeneous in its parameters (residual "
+                    f"{report.max_residual:.1e}); normalized margins are undefined — remove the "
+                    "biases past the first layer, or ask for convention='paper_with_bias'"
+                )
+            self.order, self.groups = report.order, report.groups
+            self.degrees = {k: (v if v is not None else math.nan)
+                            for k, v in report.layer_orders.items()}
+            self.rho_members = list(self.named)
+        else:
+            raise MarginlabError(f"unknown convention {convention!r}")
+
+    def rho(self) -> float:
+        """‖θ‖₂ over the convention's parameters."""
+        return math.sqrt(sum(float(self.named[m].detach().double().pow(2).sum())
+                             for m in self.rho_members))
+
+    def log_product(self) -> float:
+        """log Π_i ‖w_i‖^{k_i}."""
+        return sum(self.degrees[g] * math.log(max(_group_norm(self.named, m), 1e-300))
+                   for g, m in self.groups.items())
+
+    def logs(self) -> tuple[float, float]:
+        """(log ρ^L, log Π_i ‖w_i‖^{k_i})."""
+        return self.order * math.log(max(self.rho(), 1e-300)), self.log_product()
+
+
+def stats_from(q: Tensor, log_loss_sum: float, norms: Norms,
+               loss: str | Loss = "cross_entropy") -> MarginStats:
+    """:class:`MarginStats` from per-sample margins q_n, log L and the parameter norms."""
+    rho, log_norm_product = norms.rho(), norms.log_product()
+    log_rho_l = norms.order * math.log(max(rho, 1e-300))
+    q_min = float(q.min())
     inv = get_loss(loss).inverse(log_loss_sum)
-    log_rho_l = order * math.log(max(rho, 1e-300))
+    n = int(q.shape[0])
     return MarginStats(
         q_min=q_min,
         rho=rho,
         norm_product=_safe_exp(log_norm_product),
-        order=order,
+        order=norms.order,
         normalized_margin=scaled(q_min, log_rho_l),
         normalized_margin_multi=scaled(q_min, log_norm_product),
         smoothed_margin=scaled(inv, log_rho_l),
         smoothed_margin_multi=scaled(inv, log_norm_product),
         log_loss_sum=log_loss_sum,
-        log10_loss_mean=(log_loss_sum - math.log(X.shape[0])) * LOG10_E,
-        train_acc=float((out.q > 0).double().mean()),
-        n=int(X.shape[0]),
+        log10_loss_mean=(log_loss_sum - math.log(n)) * LOG10_E,
+        train_acc=float((q > 0).double().mean()),
+        n=n,
     )
 
 

@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from marginlab import homogeneity, margins, storage
-from marginlab.errors import MarginlabError, NotHomogeneousError
+from marginlab import margins, storage
+from marginlab.errors import MarginlabError
 from marginlab.losses import Loss, get_loss
 from marginlab.train.fit import (
     DEFAULT_SNAPSHOTS,
@@ -48,9 +48,11 @@ from marginlab.train.fit import (
     FitResult,
     WeightDecay,
     _batch_log_loss,
+    evaluate_test,
     finish_run,
     prepare_data,
     record_epoch,
+    record_retry,
     run_config,
 )
 from marginlab.train.rundir import RunDir
@@ -194,7 +196,7 @@ class _Objective:
         self.model, self.X, self.y, self.loss = model, X, y, loss
         self.chunk, self.keep_graph = chunk, keep_graph
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.norms = _Norms(model, X[:8], convention)
+        self.norms = margins.Norms(model, X[:8], convention)
         self._graph: Tensor | None = None
 
     def evaluate(self) -> tuple[float, Tensor, Tensor]:
@@ -242,58 +244,7 @@ class _Objective:
     def stats(self, log_L: float, q: Tensor) -> dict:
         """The :class:`~marginlab.margins.MarginStats` fields from one evaluation's outputs: the
         same quantities as :func:`marginlab.margins.measure`, without another forward pass."""
-        log_rho_l, log_prod = self.norms.logs()
-        inv = self.loss.inverse(log_L)
-        q_min = float(q.min())
-        n = q.shape[0]
-        return margins.MarginStats(
-            q_min=q_min, rho=self.norms.rho(), norm_product=margins.scaled(1.0, -log_prod),
-            order=self.norms.order, normalized_margin=margins.scaled(q_min, log_rho_l),
-            normalized_margin_multi=margins.scaled(q_min, log_prod),
-            smoothed_margin=margins.scaled(inv, log_rho_l),
-            smoothed_margin_multi=margins.scaled(inv, log_prod), log_loss_sum=log_L,
-            log10_loss_mean=(log_L - math.log(n)) / LN10,
-            train_acc=float((q > 0).double().mean()), n=int(n)).as_dict()
-
-
-class _Norms:
-    """L·log ρ and Σ_i k_i log‖w_i‖ under a margin convention, as margins.measure takes them."""
-
-    def __init__(self, model: nn.Module, example: Tensor, convention: margins.Convention):
-        self.named = dict(model.named_parameters())
-        if convention == "paper_with_bias":
-            self.groups = {k: tuple(v) for k, v in homogeneity.default_groups(model).items()}
-            if not self.groups:
-                raise MarginlabError("the model has no Linear/Conv layers to form parameter "
-                                     "groups")
-            self.order = float(len(self.groups))
-            self.degrees = dict.fromkeys(self.groups, 1.0)
-            self.rho_members = [m for ms in self.groups.values() for m in ms]
-        elif convention == "homogeneous":
-            report = homogeneity.cached_check(model, example)
-            if not report.is_homogeneous:
-                raise NotHomogeneousError(
-                    "the model is not homogeneous in its parameters (residual "
-                    f"{report.max_residual:.1e}); remove the biases past the first layer, or use "
-                    "convention='paper_with_bias'")
-            self.order, self.groups = report.order, report.groups
-            self.degrees = {k: (v if v is not None else math.nan)
-                            for k, v in report.layer_orders.items()}
-            self.rho_members = list(self.named)
-        else:
-            raise MarginlabError(f"unknown convention {convention!r}")
-
-    def _sq(self, members) -> float:
-        return sum(float(self.named[m].detach().double().pow(2).sum()) for m in members)
-
-    def rho(self) -> float:
-        return math.sqrt(self._sq(self.rho_members))
-
-    def logs(self) -> tuple[float, float]:
-        log_rho_l = self.order * math.log(max(self.rho(), 1e-300))
-        log_prod = sum(self.degrees[g] * math.log(max(math.sqrt(self._sq(m)), 1e-300))
-                       for g, m in self.groups.items())
-        return log_rho_l, log_prod
+        return margins.stats_from(q, log_L, self.norms, self.loss).as_dict()
 
 
 def _margins(out: Tensor, y: Tensor) -> Tensor:
@@ -407,14 +358,6 @@ def fit_fast(
         velocity = [torch.zeros_like(p) for p in params]
     log_zero = loss_fn.log_loss_at_zero
 
-    def test_stats() -> dict:
-        if test is None:
-            return {}
-        o = margins.model_outputs(model, test[0], test[1], loss_fn, batch_size=eval_batch_size,
-                                  check_inputs=False)
-        return {"test_loss": (float(torch.logsumexp(o.log_loss, 0)) - math.log(len(o.q))) / LN10,
-                "test_acc": float((o.q > 0).double().mean())}
-
     log_L, _, log_losses = objective.evaluate()
     if not math.isfinite(log_L):
         raise MarginlabError("the initial training loss is not finite")
@@ -469,19 +412,14 @@ def fit_fast(
                     break
                 retries += 1
                 diverged += not math.isfinite(new_log_L)
-                if run is not None:
-                    storage.append_jsonl(run.events_path, {
-                        "event": "retry", "epoch": epoch, "log10_loss_before": log_L / LN10,
-                        "log10_loss_after": new_log_L / LN10, "alpha_next": schedule.alpha})
-                if diverged >= max_retries:
-                    raise MarginlabError(
-                        f"epoch {epoch} diverged (NaN/inf loss) in {diverged} attempts; "
-                        "training diverges at this step size")
+                record_retry(run, epoch, frame, new_log_L - math.log(n), schedule.alpha,
+                             diverged, max_retries)
             log_L, log_losses, smoothed = new_log_L, new_log_losses, new_smoothed
             grad_cache = None
             log_lr = math.log(alpha) - frame
             stats = objective.stats(log_L, new_q)
-            record = {"epoch": epoch, **stats, **test_stats(), "alpha": alpha,
+            record = {"epoch": epoch, **stats,
+                      **evaluate_test(model, test, loss_fn, eval_batch_size), "alpha": alpha,
                       "lr": math.exp(log_lr) if log_lr < 709 else math.inf,
                       "log10_lr": log_lr / LN10, "steps": steps, "retries": retries,
                       "samples_used": used, "wall_time": time.perf_counter() - t_start,

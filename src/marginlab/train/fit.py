@@ -218,12 +218,7 @@ def fit(
         try:
             stats = margins.measure(model, X_dev, y_raw, loss_fn, batch_size=eval_batch_size,
                                     convention=margin_convention, check_inputs=False).as_dict()
-            if test is not None:
-                o = margins.model_outputs(model, test[0], test[1], loss_fn,
-                                          batch_size=eval_batch_size, check_inputs=False)
-                log_mean = float(torch.logsumexp(o.log_loss, 0)) - math.log(len(o.q))
-                stats["test_loss"] = log_mean / LN10
-                stats["test_acc"] = float((o.q > 0).double().mean())
+            stats.update(evaluate_test(model, test, loss_fn, eval_batch_size))
         except margins.NonFiniteOutputError:
             return {"log_loss_sum": math.nan}  # overflow counts as "did not decrease"
         return stats
@@ -270,14 +265,7 @@ def fit(
                     break
                 retries += 1
                 diverged += not math.isfinite(new_frame)
-                if run is not None:
-                    storage.append_jsonl(run.events_path, {
-                        "event": "retry", "epoch": epoch, "log10_loss_before": frame / LN10,
-                        "log10_loss_after": new_frame / LN10, "alpha_next": schedule.alpha})
-                if diverged >= max_retries:
-                    raise MarginlabError(
-                        f"epoch {epoch} diverged (NaN/inf loss) in {diverged} attempts; "
-                        "training diverges at this step size")
+                record_retry(run, epoch, frame, new_frame, schedule.alpha, diverged, max_retries)
             frame = new_frame
             record = {"epoch": epoch, **stats, "alpha": schedule.alpha,
                       "lr": math.exp(log_lr) if log_lr < 709 else math.inf,
@@ -345,6 +333,30 @@ def run_config(model: nn.Module, test: tuple[Tensor, Tensor] | None, *, n: int,
         "versions": environment(device),
         **dict(extra_config or {}),
     }
+
+
+def evaluate_test(model: nn.Module, test: tuple[Tensor, Tensor] | None, loss: Loss,
+                 batch_size: int) -> dict:
+    """``test_loss`` (log10 of the mean loss) and ``test_acc`` on the test set; {} without one."""
+    if test is None:
+        return {}
+    o = margins.model_outputs(model, test[0], test[1], loss, batch_size=batch_size,
+                              check_inputs=False)
+    log_mean = float(torch.logsumexp(o.log_loss, 0)) - math.log(len(o.q))
+    return {"test_loss": log_mean / LN10, "test_acc": float((o.q > 0).double().mean())}
+
+
+def record_retry(run: RunDir | None, epoch: int, log_mean_before: float, log_mean_after: float,
+                 alpha_next: float, diverged: int, max_retries: int) -> None:
+    """Log a rolled-back attempt (log10 of the mean training loss before and after it) to
+    ``events.jsonl``, and give up once ``diverged`` attempts of this epoch reached NaN/inf."""
+    if run is not None:
+        storage.append_jsonl(run.events_path, {
+            "event": "retry", "epoch": epoch, "log10_loss_before": log_mean_before / LN10,
+            "log10_loss_after": log_mean_after / LN10, "alpha_next": alpha_next})
+    if diverged >= max_retries:
+        raise MarginlabError(f"epoch {epoch} diverged (NaN/inf loss) in {diverged} attempts; "
+                             "training diverges at this step size")
 
 
 def record_epoch(run: RunDir | None, model: nn.Module, record: dict, thresholds: Sequence[float],
