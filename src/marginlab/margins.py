@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from marginlab import homogeneity
+from marginlab.core import targets
 from marginlab.errors import MarginlabError, NotHomogeneousError
 from marginlab.losses import Loss, get_loss, log_sum, multiclass_soft_margin
 
@@ -103,18 +104,6 @@ def validate_data(X: Tensor, y: Tensor) -> None:
             raise MarginlabError("labels must be integers")
 
 
-def _binary_labels(y: Tensor) -> Tensor:
-    """Map y ∈ {0,1} or {−1,+1} to ±1 (float64)."""
-    values = set(torch.unique(y).tolist())
-    if values <= {-1, 1}:
-        return y.to(torch.float64)
-    if values <= {0, 1}:
-        return 2.0 * y.to(torch.float64) - 1.0
-    raise MarginlabError(
-        f"a model with one output needs labels in {{-1, +1}} or {{0, 1}}, got {sorted(values)[:5]}"
-    )
-
-
 def model_outputs(
     model: nn.Module,
     X: Tensor,
@@ -142,11 +131,10 @@ def model_outputs(
     device = next(iter(model.parameters()), torch.empty(0)).device
     dtype = next(iter(model.parameters()), torch.empty(0, dtype=torch.float32)).dtype
     qs, lls = [], []
-    binary_y = None
+    target = None
     with torch.no_grad():
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size].to(device=device, dtype=dtype)
-            yb = y[start : start + batch_size].to(device)
             try:
                 out = model(xb)
             except torch.cuda.OutOfMemoryError:  # (an alias of torch.OutOfMemoryError)
@@ -162,22 +150,11 @@ def model_outputs(
                     f"the model returned {out.shape[0]} outputs for {xb.shape[0]} inputs"
                 )
             out = out.reshape(out.shape[0], -1).to(torch.float64)
-            if out.shape[1] == 1:
-                if binary_y is None:
-                    binary_y = _binary_labels(y)
-                q = binary_y[start : start + batch_size].to(device) * out[:, 0]
-                q_soft = q
-            else:
-                yi = yb.long()
-                if yi.min() < 0 or yi.max() >= out.shape[1]:
-                    raise MarginlabError(
-                        f"labels must be in [0, {out.shape[1] - 1}] for a model with "
-                        f"{out.shape[1]} outputs, got range [{int(y.min())}, {int(y.max())}]"
-                    )
-                z_y = out.gather(1, yi.view(-1, 1))[:, 0]
-                others = out.scatter(1, yi.view(-1, 1), -math.inf)
-                q = z_y - others.max(1).values
-                q_soft = multiclass_soft_margin(out, yi)
+            if target is None:
+                target = targets.targets(y, out.shape[1]).to(device)
+            tb = target[start : start + batch_size]
+            q = targets.margins(out, tb)
+            q_soft = q if out.shape[1] == 1 else multiclass_soft_margin(out, tb)
             if not torch.isfinite(out).all():
                 raise NonFiniteOutputError("the model's outputs are not finite (overflow?)")
             qs.append(q.cpu())

@@ -27,7 +27,6 @@ treat samples independently (no batch statistics).
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from marginlab.core import targets
 from marginlab.errors import MarginlabError
 from marginlab.margins import validate_data
 
@@ -110,24 +110,13 @@ class MarginJacobian:
 
     @staticmethod
     def _coefficients_from(out: Tensor, y: Tensor) -> Tensor:
+        target = targets.targets(y, out.shape[1])
         if out.shape[1] == 1:
-            values = set(torch.unique(y).tolist())
-            if values <= {-1, 1}:
-                sign = y.to(torch.float64)
-            elif values <= {0, 1}:
-                sign = 2.0 * y.to(torch.float64) - 1.0
-            else:
-                raise MarginlabError("a model with one output needs labels in {-1, +1} or "
-                                     f"{{0, 1}}, got {sorted(values)[:5]}")
-            return sign.view(-1, 1)
-        yi = y.long()
-        if yi.min() < 0 or yi.max() >= out.shape[1]:
-            raise MarginlabError(f"labels must be in [0, {out.shape[1] - 1}] for a model with "
-                                 f"{out.shape[1]} outputs")
-        others = out.scatter(1, yi.view(-1, 1), -math.inf)
-        rival = others.argmax(1)  # first index attaining the max: the tie rule
+            return target.view(-1, 1)
+        rival = targets.rivals(out, target)  # first index attaining the max: the tie rule
         n_cls = out.shape[1]
-        return (nn.functional.one_hot(yi, n_cls) - nn.functional.one_hot(rival, n_cls)).double()
+        return (nn.functional.one_hot(target, n_cls)
+                - nn.functional.one_hot(rival, n_cls)).double()
 
     def _chunks(self, idx: Tensor, size: int | None = None) -> Iterator[Tensor]:
         size = size or self.batch_size

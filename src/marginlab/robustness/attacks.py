@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from marginlab.core import targets
 from marginlab.errors import MarginlabError
 
 try:
@@ -107,29 +108,13 @@ def _num_outputs(model: nn.Module, x: Tensor) -> int:
 
 
 def class_labels(y: Tensor, num_outputs: int) -> Tensor:
-    """Labels as class indices (int64): binary labels in {−1, +1} or {0, 1} become {0, 1}.
+    """Labels as class indices (int64): binary labels in {−1, +1} or {0, 1} become {0, 1}
+    (see :func:`marginlab.core.targets.class_indices`).
 
     Raises:
         MarginlabError: labels that do not fit the model's outputs.
     """
-    if y.dim() != 1:
-        raise MarginlabError(f"labels must be a 1-D tensor, got shape {tuple(y.shape)}")
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise MarginlabError("labels must be integers")
-    y = y.long()
-    if num_outputs == 1:
-        values = set(torch.unique(y).tolist())
-        if not (values <= {-1, 1} or values <= {0, 1}):
-            raise MarginlabError(
-                "a model with one output needs labels in {-1, +1} or {0, 1}, got "
-                f"{sorted(values)[:5]}"
-            )
-        return (y > 0).long()
-    if y.min() < 0 or y.max() >= num_outputs:
-        raise MarginlabError(
-            f"labels must be in [0, {num_outputs - 1}] for a model with {num_outputs} outputs"
-        )
-    return y
+    return targets.class_indices(y, num_outputs)
 
 
 def as_logits(model: nn.Module, X: Tensor, y: Tensor) -> tuple[nn.Module, Tensor]:
@@ -144,10 +129,7 @@ def as_logits(model: nn.Module, X: Tensor, y: Tensor) -> tuple[nn.Module, Tensor
 
 def logit_margins(logits: Tensor, y: Tensor) -> Tensor:
     """q = Φ_y − max_{j≠y} Φ_j per row, in float64. Shapes: (N, C), (N,) -> (N,)."""
-    logits = logits.reshape(logits.shape[0], -1).double()
-    z_y = logits.gather(1, y.view(-1, 1))[:, 0]
-    others = logits.scatter(1, y.view(-1, 1), -torch.inf)
-    return z_y - others.max(1).values
+    return targets.margins(logits, y)
 
 
 @dataclass(frozen=True)

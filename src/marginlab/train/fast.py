@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from marginlab import margins, storage
+from marginlab.core import targets
 from marginlab.errors import MarginlabError
 from marginlab.losses import Loss, get_loss
 from marginlab.train.fit import (
@@ -211,7 +212,7 @@ class _Objective:
                 out = self.model(self.X[start:start + self.chunk])
                 yb = self.y[start:start + self.chunk]
                 log_losses.append(_batch_log_loss(out, yb, self.loss))
-                qs.append(_margins(out.detach(), yb))
+                qs.append(targets.margins(out.detach(), yb))
             per_sample = torch.cat(log_losses)
             log_L = torch.logsumexp(per_sample, 0)
         self._graph = log_L if self.keep_graph else None
@@ -245,15 +246,6 @@ class _Objective:
         """The :class:`~marginlab.margins.MarginStats` fields from one evaluation's outputs: the
         same quantities as :func:`marginlab.margins.measure`, without another forward pass."""
         return margins.stats_from(q, log_L, self.norms, self.loss).as_dict()
-
-
-def _margins(out: Tensor, y: Tensor) -> Tensor:
-    """q_n (float64): y_n Φ_n for one output (y ±1), Φ_y − max_{j≠y} Φ_j otherwise."""
-    out = out.reshape(out.shape[0], -1).to(torch.float64)
-    if out.shape[1] == 1:
-        return y * out[:, 0]
-    z_y = out.gather(1, y.view(-1, 1))[:, 0]
-    return z_y - out.scatter(1, y.view(-1, 1), -math.inf).max(1).values
 
 
 # --- the training loop --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from marginlab import margins, storage
+from marginlab.core import targets
 from marginlab.errors import MarginlabError
 from marginlab.losses import Loss, get_loss, log_loss_from_logits, log_loss_from_margins
 from marginlab.train.rundir import RunDir, environment
@@ -80,18 +81,6 @@ class FitResult:
     @property
     def last(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def _labels_for(model_out_dim: int, y: Tensor) -> Tensor:
-    """±1 float64 labels for one-output models, int64 class labels otherwise."""
-    if model_out_dim == 1:
-        values = set(torch.unique(y).tolist())
-        if values <= {-1, 1}:
-            return y.to(torch.float64)
-        if values <= {0, 1}:
-            return 2.0 * y.to(torch.float64) - 1.0
-        raise MarginlabError("a model with one output needs labels in {-1, +1} or {0, 1}")
-    return y.long()
 
 
 def _batch_log_loss(out: Tensor, yb: Tensor, loss: Loss) -> Tensor:
@@ -315,7 +304,7 @@ def prepare_data(model: nn.Module, train: tuple[Tensor, Tensor],
         X_dev = X_dev.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out_dim = model(X_dev[:1]).reshape(1, -1).shape[1]
-    return X_dev, y_raw, _labels_for(out_dim, y_raw)
+    return X_dev, y_raw, targets.targets(y_raw, out_dim)
 
 
 def run_config(model: nn.Module, test: tuple[Tensor, Tensor] | None, *, n: int,

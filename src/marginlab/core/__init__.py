@@ -1,0 +1,1 @@
+"""Numerics with no I/O: losses, labels and margins, margin statistics, homogeneity."""
