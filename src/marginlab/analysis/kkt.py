@@ -1,26 +1,28 @@
 """How far a direction is from a KKT point of the margin problem (P) (DESIGN.md §5).
 
-Problem (P) (Lyu & Li, Theorem 4.4): min ½‖θ‖² s.t. q_n(θ) ≥ 1 for all n. A feasible θ is an
-(ε, δ)-KKT point (Appendix C, Def. C.6) if there are λ_n ≥ 0 and h_n ∈ ∂°q_n(θ) with
-‖θ − Σ_n λ_n h_n‖₂ ≤ ε and λ_n (q_n(θ) − 1) ≤ δ for all n.
+Problem (P) (Lyu & Li, Theorem 4.4): min ½‖θ‖² s.t. q_n(θ) ≥ 1 for all n; for C outputs
+(Appendix G) one constraint per pair, s_nj(θ) = Φ_{y_n}(θ; x_n) − Φ_j(θ; x_n) ≥ 1 for every n
+and every j ≠ y_n. A feasible θ is an (ε, δ)-KKT point (Appendix C, Def. C.6) if there are
+multipliers λ_r ≥ 0 and h_r ∈ ∂°s_r(θ), one per constraint r, with ‖θ − Σ_r λ_r h_r‖₂ ≤ ε and
+λ_r (s_r(θ) − 1) ≤ δ for all r.
 
 For the direction of a model's parameters, :func:`kkt_residual` does the following:
 
 1. rescale θ ← θ / q_min^{1/L} (L the homogeneity order), the point of (P) in that direction
-   with q_min = 1 (Lyu & Li, Theorem A.8);
-2. restrict the multipliers to the near-active set A = {n : q_n ≤ 1 + τ}, so that
-   δ = max_n λ_n (q_n − 1) ≤ τ·max λ;
-3. solve the non-negative least squares problem min_{λ ≥ 0} ‖θ − J_Aᵀλ‖₂ (J_A: rows ∇q_n,
-   n ∈ A) and report ε = ‖θ − J_Aᵀλ‖₂ (computed with one vector–Jacobian product) and
+   with q_min = min_r s_r = 1 (Lyu & Li, Theorem A.8);
+2. restrict the multipliers to the near-active constraints A = {r : s_r ≤ 1 + τ} (samples for
+   one output, pairs (n, j) for C outputs), so that δ = max_r λ_r (s_r − 1) ≤ τ·max λ;
+3. solve the non-negative least squares problem min_{λ ≥ 0} ‖θ − J_Aᵀλ‖₂ (J_A: rows ∇s_r,
+   r ∈ A) and report ε = ‖θ − J_Aᵀλ‖₂ (computed with one vector–Jacobian product) and
    ε/‖θ‖.
 
-The N×P Jacobian is never formed (see :mod:`marginlab.analysis.margin_jacobian`). When the
+The R×P Jacobian is never formed (see :mod:`marginlab.analysis.margin_jacobian`). When the
 |A|×|A| Gram matrix G = J_A J_Aᵀ fits in memory, NNLS is solved exactly in Gram form,
 min ½λᵀGλ − λᵀ(J_Aθ) + ½‖θ‖², by Lawson–Hanson (``scipy.optimize.nnls``) on a square-root
 factor of G (method ``gram``); otherwise by accelerated projected gradient with one JVP and one
-VJP per iteration (method ``projected-gradient``). The h_n are autograd's gradients with the
-competitor and tie rules of :class:`~marginlab.analysis.margin_jacobian.MarginJacobian`, so ε is
-that of one element of each Clarke subdifferential — an upper bound on the best ε at kinks.
+VJP per iteration (method ``projected-gradient``). The h_r are autograd's gradients (ReLU takes
+relu'(0) = 0), so ε is that of one element of each Clarke subdifferential — an upper bound on
+the best ε at kinks.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from marginlab import homogeneity
-from marginlab.analysis.margin_jacobian import MarginJacobian, as_numpy
+from marginlab.analysis.margin_jacobian import Constraints, MarginJacobian, as_numpy
 from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
 from marginlab.margins import validate_data
 
@@ -48,16 +50,21 @@ Method = Literal["auto", "gram", "projected-gradient"]
 
 @dataclass(frozen=True)
 class KKTResult:
-    """The (ε, δ)-KKT certificate of one direction (Lyu & Li, Def. C.6).
+    """The (ε, δ)-KKT certificate of one direction (Lyu & Li, Def. C.6; Appendix G).
+
+    Constraints r = 1..R are the samples for a model with one output (R = N) and the pairs
+    (n, j), j ≠ y_n, ordered by n then j, for C outputs (R = N(C − 1)); ``constraints`` lists
+    them.
 
     Attributes:
-        eps: ‖θ − Σ_n λ_n ∇q_n(θ)‖₂ at the rescaled θ (q_min = 1).
+        eps: ‖θ − Σ_r λ_r ∇s_r(θ)‖₂ at the rescaled θ (q_min = 1).
         eps_relative: eps / ‖θ‖₂.
-        delta: max_n λ_n (q_n(θ) − 1) (≤ tau · max λ).
-        lambdas: (N,) float64 multipliers, zero outside the near-active set.
-        active: (k,) int64 indices with λ_n > 0.
-        near_active: (m,) int64 indices with q_n ≤ 1 + tau (where multipliers may be placed).
-        margins: (N,) float64 margins q_n at the rescaled θ (min 1).
+        delta: max_r λ_r (s_r(θ) − 1) (≤ tau · max λ).
+        lambdas: (R,) float64 multipliers, zero outside the near-active set.
+        active: (k,) int64 constraint indices with λ_r > 0.
+        near_active: (m,) int64 constraint indices with s_r ≤ 1 + tau (where multipliers may
+            be placed).
+        margins: (N,) float64 margins q_n = min_j s_nj at the rescaled θ (min 1).
         tau: the near-active tolerance used.
         order: homogeneity order L.
         q_min: min_n q_n of the model as given, before rescaling.
@@ -68,6 +75,9 @@ class KKTResult:
         iterations: NNLS iterations (projected gradient), 0 for the exact Gram solve.
         nnls_gap: max violation of the NNLS optimality conditions relative to ‖J_Aθ‖
             (≈ 1e-12 for an exact solve).
+        constraints: (R, 2) int64 rows (n, j): sample and competitor class (j = −1 for one
+            output).
+        constraint_margins: (R,) float64 s_r at the rescaled θ.
     """
 
     eps: float
@@ -85,6 +95,13 @@ class KKTResult:
     gram_builder: str
     iterations: int = 0
     nnls_gap: float = 0.0
+    constraints: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
+    constraint_margins: Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    @property
+    def n_constraints(self) -> int:
+        """R: samples (one output) or pairs (C outputs)."""
+        return int(self.constraints.shape[0])
 
     def summary(self) -> dict:
         """Scalar fields as a JSON-ready dict (the tensors reduced to counts)."""
@@ -92,7 +109,9 @@ class KKTResult:
             "eps": self.eps, "eps_relative": self.eps_relative, "delta": self.delta,
             "tau": self.tau, "order": self.order, "q_min": self.q_min,
             "theta_norm": self.theta_norm, "n_near_active": int(self.near_active.numel()),
-            "n_active": int(self.active.numel()),
+            "n_active": int(self.active.numel()), "n_constraints": self.n_constraints,
+            "n_active_samples": int(torch.unique(self.constraints[self.active, 0]).numel())
+            if self.constraints.numel() else int(self.active.numel()),
             "max_lambda": float(self.lambdas.max()) if self.lambdas.numel() else 0.0,
             "method": self.method, "gram_builder": self.gram_builder,
             "iterations": self.iterations, "nnls_gap": self.nnls_gap,
@@ -123,18 +142,22 @@ class KKTCurve:
 
 @dataclass
 class _Point:
-    """A direction rescaled to q_min = 1, with its margins."""
+    """A direction rescaled to q_min = 1, with its constraint values s_r."""
 
     jac: MarginJacobian
-    q: Tensor
+    q: Tensor  # (R,) s_r at the rescaled θ
     order: float
     q_min: float
     theta: Tensor
 
 
 def prepare_kkt_point(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256,
-                      memory_limit: float = 2 * 2**30) -> _Point:
+                      memory_limit: float = 2 * 2**30,
+                      constraints: Constraints = "pairs") -> _Point:
     """Check homogeneity and separation, and rescale θ to q_min = 1 (float64 copy).
+
+    ``constraints`` (C outputs): ``pairs`` for problem (P) of Appendix G, ``arg-max`` for one
+    constraint per sample (its competitor at this θ).
 
     Raises:
         NotHomogeneousError: (P) needs an L-homogeneous model.
@@ -150,7 +173,8 @@ def prepare_kkt_point(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int
     order = float(report.order)
     if order <= 0:
         raise NotHomogeneousError(f"homogeneity order {order} is not positive")
-    jac = MarginJacobian(model, X, y, batch_size=batch_size, memory_limit=memory_limit)
+    jac = MarginJacobian(model, X, y, constraints=constraints, batch_size=batch_size,
+                         memory_limit=memory_limit)
     q = jac.initial_margins
     q_min = float(q.min())
     if not q_min > 0:
@@ -167,14 +191,15 @@ def prepare_kkt_point(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int
 def kkt_residual(model: nn.Module, X: Tensor, y: Tensor, tau: float = 1e-2, *,
                  method: Method = "auto", batch_size: int = 256,
                  memory_limit: float = 2 * 2**30, max_iter: int = 5000,
-                 tol: float = 1e-10) -> KKTResult:
+                 tol: float = 1e-10, constraints: Constraints = "pairs") -> KKTResult:
     """(ε, δ)-KKT residual of the direction of ``model``'s parameters for problem (P).
 
     Lyu & Li, Appendix C, Def. C.6, with multipliers on {n : q_n ≤ 1 + tau} (DESIGN.md §5).
 
     Args:
-        model: an L-homogeneous network with one output (binary, labels ±1 or {0,1}) or C
-            outputs (labels in [C]; q_n uses the arg-max competitor).
+        model: an L-homogeneous network with one output (binary, labels ±1 or {0,1}; one
+            constraint per sample) or C outputs (labels in [C]; one constraint per pair (n, j),
+            j ≠ y_n, Appendix G).
         X: inputs (N, ...). y: labels (N,).
         tau: near-active tolerance (≥ 0).
         method: ``auto`` (Gram when the |A|×|A| matrix fits in ``memory_limit``),
@@ -183,6 +208,9 @@ def kkt_residual(model: nn.Module, X: Tensor, y: Tensor, tau: float = 1e-2, *,
         memory_limit: bytes for the Gram matrix and per-sample factors.
         max_iter: projected-gradient iterations at most.
         tol: projected-gradient stopping tolerance on the NNLS optimality gap.
+        constraints: for C outputs, ``pairs`` (problem (P) of Appendix G) or ``arg-max`` (one
+            constraint per sample, its competitor at this θ: a coarser certificate, for
+            comparison).
 
     Returns:
         A :class:`KKTResult`.
@@ -193,14 +221,15 @@ def kkt_residual(model: nn.Module, X: Tensor, y: Tensor, tau: float = 1e-2, *,
         MarginlabError: bad data, labels or arguments.
     """
     _check_tau(tau)
-    point = prepare_kkt_point(model, X, y, batch_size=batch_size, memory_limit=memory_limit)
+    point = prepare_kkt_point(model, X, y, batch_size=batch_size, memory_limit=memory_limit,
+                              constraints=constraints)
     return _solve(point, tau, method=method, max_iter=max_iter, tol=tol)
 
 
 def kkt_curve(model: nn.Module, X: Tensor, y: Tensor, taus: Sequence[float], *,
               method: Method = "auto", batch_size: int = 256,
               memory_limit: float = 2 * 2**30, max_iter: int = 5000,
-              tol: float = 1e-10) -> KKTCurve:
+              tol: float = 1e-10, constraints: Constraints = "pairs") -> KKTCurve:
     """ε (and δ) of one direction as a curve over the near-active tolerance τ.
 
     The Gram matrix is built once over the largest near-active set and restricted for smaller
@@ -211,7 +240,8 @@ def kkt_curve(model: nn.Module, X: Tensor, y: Tensor, taus: Sequence[float], *,
         raise MarginlabError("give at least one tau")
     for t in taus:
         _check_tau(t)
-    point = prepare_kkt_point(model, X, y, batch_size=batch_size, memory_limit=memory_limit)
+    point = prepare_kkt_point(model, X, y, batch_size=batch_size, memory_limit=memory_limit,
+                              constraints=constraints)
     largest = _near_active(point.q, max(taus))
     cache = None
     if _pick_method(point, largest.numel(), method) == "gram":
@@ -274,12 +304,16 @@ def _solve(point: _Point, tau: float, *, method: Method, max_iter: int, tol: flo
     lambdas = torch.zeros(q.numel(), dtype=torch.float64)
     lambdas[idx] = lam_t
     delta = float((lam_t * (q[idx] - 1.0)).max()) if idx.numel() else 0.0
+    n_samples = jac.X.shape[0]
+    per_sample = torch.full((n_samples,), math.inf, dtype=torch.float64)
+    per_sample = per_sample.scatter_reduce(0, jac.sample, q, reduce="amin")
     return KKTResult(
         eps=eps, eps_relative=eps / theta_norm, delta=max(delta, 0.0), lambdas=lambdas,
-        active=torch.nonzero(lambdas > 0).reshape(-1), near_active=idx, margins=q.clone(),
+        active=torch.nonzero(lambdas > 0).reshape(-1), near_active=idx, margins=per_sample,
         tau=float(tau), order=point.order, q_min=point.q_min, theta_norm=theta_norm,
         method=chosen, gram_builder=builder, iterations=iterations,
-        nnls_gap=_nnls_gap(lam, grad) / max(b_norm, 1e-300))
+        nnls_gap=_nnls_gap(lam, grad) / max(b_norm, 1e-300),
+        constraints=torch.stack([jac.sample, jac.competitor], 1), constraint_margins=q.clone())
 
 
 def _nnls_gram(G: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Products with the margin Jacobian J (rows ∇_θ q_n(θ)) that never form the N×P matrix.
+"""Products with the margin Jacobian J (rows ∇_θ s_r(θ), r a constraint) that never form it.
 
 The KKT residual and the tangent-kernel SVM (Lyu & Li, Appendix C) need three things of
 J ∈ ℝ^{N×P}: Jᵀw (one vector–Jacobian product: the gradient of Σ_n w_n q_n), Jv (one
@@ -15,11 +15,19 @@ b = J_A θ. G is built by one of two products, chosen per model:
   ``torch.func.vmap(grad)`` (B×P with B set by the memory budget) and contracted into G chunk
   pair by chunk pair; the whole of J is never held.
 
-Margins use fixed output coefficients c_n, q_n = ⟨c_n, Φ(θ; x_n)⟩: c_n = y_n ∈ {±1} for one
-output, and c_n = e_{y_n} − e_{j*} for C outputs, where j* is the first index (torch.argmax's
-rule) attaining max_{j≠y_n} Φ_j at the θ the object was built at. At a tie between competitors
-this picks one active piece of the max, whose gradient is an element of the Clarke
-subdifferential ∂°q_n (Lyu & Li, Def. C.5 allows any element); ReLU kinks take autograd's
+The rows of J are constraints r = 1..R, each a sample n(r) with a fixed output coefficient
+vector c_r, s_r(θ) = ⟨c_r, Φ(θ; x_{n(r)})⟩. With one output there is one row per sample,
+c_r = y_n ∈ {±1}. With C outputs, ``constraints`` chooses the rows:
+
+- ``arg-max``: one row per sample, c_n = e_{y_n} − e_{j*} with j* the first index
+  (torch.argmax's rule) attaining max_{j≠y_n} Φ_j at the θ the object was built at, so s_n = q_n
+  there. At a tie between competitors this picks one active piece of the max, whose gradient is
+  an element of the Clarke subdifferential ∂°q_n (Lyu & Li, Def. C.5 allows any element).
+- ``pairs``: one row per pair (n, j), j ≠ y_n, in order of n then j, c_nj = e_{y_n} − e_j: the
+  constraints s_nj = Φ_{y_n} − Φ_j ≥ 1 of the multi-class problem (P) (Lyu & Li, Appendix G).
+
+Every product works per row (a sample with several rows is passed through the network once per
+row), so the layer-product Gram below applies to pairs unchanged. ReLU kinks take autograd's
 relu'(0) = 0. Everything runs on a float64 copy of the model in eval mode, which is assumed to
 treat samples independently (no batch statistics).
 """
@@ -30,6 +38,7 @@ import copy
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,6 +52,8 @@ from marginlab.margins import validate_data
 __all__ = ["MarginJacobian"]
 
 FLOAT_BYTES = 8
+
+Constraints = Literal["arg-max", "pairs"]
 
 
 @dataclass
@@ -62,6 +73,8 @@ class MarginJacobian:
     Args:
         model: the network; a float64 copy is made, the original is not touched.
         X: inputs (N, ...). y: labels (N,), in {±1}/{0,1} for one output, [C] for C outputs.
+        constraints: the rows of J for C outputs, ``arg-max`` (one per sample) or ``pairs``
+            (one per pair (n, j ≠ y_n)); one output always has one row per sample.
         batch_size: samples per forward/backward pass.
         memory_limit: bytes the Gram builder may use for per-sample rows and factors.
 
@@ -69,9 +82,14 @@ class MarginJacobian:
         MarginlabError: invalid data, or labels that do not fit the model's outputs.
     """
 
-    def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256,
+    def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *,
+                 constraints: Constraints = "arg-max", batch_size: int = 256,
                  memory_limit: float = 2 * 2**30):
         validate_data(X, y)
+        if constraints not in ("arg-max", "pairs"):
+            raise MarginlabError(f"unknown constraints {constraints!r}; expected arg-max or "
+                                 "pairs")
+        self.constraints = constraints
         self.model = copy.deepcopy(model).to(torch.float64).eval()
         self.params = dict(self.model.named_parameters())
         if not self.params:
@@ -83,7 +101,11 @@ class MarginJacobian:
         self.X = X.to(torch.float64)
         self.batch_size = max(1, int(batch_size))
         self.memory_limit = float(memory_limit)
-        self.initial_margins: Tensor  # q(θ) at construction, set by _coefficients
+        # set by _coefficients: per row, its sample n(r), competitor j (−1 for one output),
+        # and s_r(θ) at construction
+        self.sample: Tensor
+        self.competitor: Tensor
+        self.initial_margins: Tensor
         self.coef = self._coefficients(y)
         self._plan: list[tuple[str, nn.Module]] | bool | None = False  # False: not yet probed
 
@@ -104,19 +126,37 @@ class MarginJacobian:
         out = torch.cat(outs)
         if not torch.isfinite(out).all():
             raise MarginlabError("the model's outputs are not finite")
-        coef = self._coefficients_from(out, y)
-        self.initial_margins = (out * coef).sum(1)
+        sample, competitor, coef = self._coefficients_from(out, y, self.constraints)
+        self.sample, self.competitor = sample, competitor
+        self.initial_margins = (out[sample] * coef).sum(1)
         return coef
 
     @staticmethod
-    def _coefficients_from(out: Tensor, y: Tensor) -> Tensor:
+    def _coefficients_from(out: Tensor, y: Tensor,
+                           constraints: Constraints) -> tuple[Tensor, Tensor, Tensor]:
+        """(sample, competitor, coefficient) per row; see the module docstring."""
+        n = out.shape[0]
         target = targets.targets(y, out.shape[1])
         if out.shape[1] == 1:
-            return target.view(-1, 1)
-        rival = targets.rivals(out, target)  # first index attaining the max: the tie rule
+            return torch.arange(n), torch.full((n,), -1), target.view(-1, 1)
         n_cls = out.shape[1]
-        return (nn.functional.one_hot(target, n_cls)
-                - nn.functional.one_hot(rival, n_cls)).double()
+        if constraints == "pairs":
+            grid = torch.arange(n_cls).expand(n, n_cls)
+            keep = grid != target.view(-1, 1)
+            sample = torch.arange(n).view(-1, 1).expand(n, n_cls)[keep]
+            rival = grid[keep]
+        else:  # the first index attaining the max: the tie rule
+            sample, rival = torch.arange(n), targets.rivals(out, target)
+        coef = nn.functional.one_hot(target[sample], n_cls) - nn.functional.one_hot(rival, n_cls)
+        return sample, rival, coef.double()
+
+    @property
+    def n_rows(self) -> int:
+        """R, the number of rows (constraints)."""
+        return int(self.sample.numel())
+
+    def _inputs(self, rows: Tensor) -> Tensor:
+        return self.X[self.sample[rows]]
 
     def _chunks(self, idx: Tensor, size: int | None = None) -> Iterator[Tensor]:
         size = size or self.batch_size
@@ -141,33 +181,33 @@ class MarginJacobian:
     # ---- products -------------------------------------------------------------------------
 
     def margins(self, idx: Tensor | None = None) -> Tensor:
-        """q_n(θ) for n in ``idx`` (all by default), float64."""
-        idx = torch.arange(self.X.shape[0]) if idx is None else idx
+        """s_r(θ) for rows r in ``idx`` (all by default), float64."""
+        idx = torch.arange(self.n_rows) if idx is None else idx
         qs = []
         with torch.no_grad():
             for chunk in self._chunks(idx):
-                qs.append((self._forward(self.X[chunk]) * self.coef[chunk]).sum(1))
+                qs.append((self._forward(self._inputs(chunk)) * self.coef[chunk]).sum(1))
         return torch.cat(qs) if qs else torch.zeros(0, dtype=torch.float64)
 
     def vjp(self, idx: Tensor, w: Tensor) -> Tensor:
-        """Jᵀw = Σ_n w_n ∇q_n(θ) over n in ``idx``, (P,): one backward pass per batch."""
+        """Jᵀw = Σ_r w_r ∇s_r(θ) over rows r in ``idx``, (P,): one backward pass per batch."""
         total = torch.zeros(self.n_params, dtype=torch.float64)
         params = list(self.params.values())
         for pos in self._chunks(torch.arange(idx.numel())):
             chunk = idx[pos]
-            q = (self._forward(self.X[chunk]) * self.coef[chunk]).sum(1)
+            q = (self._forward(self._inputs(chunk)) * self.coef[chunk]).sum(1)
             grads = torch.autograd.grad((q * w[pos]).sum(), params, allow_unused=True)
             total += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                 for g, p in zip(grads, params)])
         return total
 
     def jvp(self, idx: Tensor, v: Tensor) -> Tensor:
-        """Jv = (⟨∇q_n(θ), v⟩)_{n ∈ idx}, (len(idx),): forward-mode, one pass per batch."""
+        """Jv = (⟨∇s_r(θ), v⟩)_{r ∈ idx}, (len(idx),): forward-mode, one pass per batch."""
         primals = {n: p.detach() for n, p in self.params.items()}
         tangents = self._unflatten(v)
         out = []
         for chunk in self._chunks(idx):
-            xb, cb = self.X[chunk], self.coef[chunk]
+            xb, cb = self._inputs(chunk), self.coef[chunk]
 
             def q_of(p, xb=xb, cb=cb):
                 return (functional_call(self.model, p, (xb,)).reshape(xb.shape[0], -1)
@@ -265,7 +305,7 @@ class MarginJacobian:
         handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
                    for name, mod in plan]
         try:
-            q = (self._forward(self.X[chunk]) * self.coef[chunk]).sum(1)
+            q = (self._forward(self._inputs(chunk)) * self.coef[chunk]).sum(1)
         finally:
             for h in handles:
                 h.remove()
@@ -313,14 +353,14 @@ class MarginJacobian:
         def q_one(p, x, c):
             return (functional_call(self.model, p, (x.unsqueeze(0),)).reshape(-1) * c).sum()
 
-        g = vmap(grad(q_one), in_dims=(None, 0, 0))(primals, self.X[chunk], self.coef[chunk])
+        g = vmap(grad(q_one), in_dims=(None, 0, 0))(primals, self._inputs(chunk), self.coef[chunk])
         return torch.cat([g[n].reshape(chunk.numel(), -1) for n in self.names], 1)
 
     def gram(self, idx: Tensor, *, builder: str | None = None) -> tuple[Tensor, Tensor]:
         """G = J_A J_Aᵀ and b = J_A θ over A = ``idx``.
 
         Args:
-            idx: sample indices (n,).
+            idx: row indices (n,).
             builder: ``layer-products`` or ``per-sample-gradients``; default
                 :attr:`gram_builder`.
 
