@@ -17,19 +17,22 @@ which worker processes inherit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO, TypeVar
 
-__all__ = ["Progress", "configure", "format_duration", "is_quiet", "progress_interval"]
+__all__ = ["Progress", "configure", "configured", "format_duration", "is_quiet",
+           "progress_interval"]
 
 DEFAULT_INTERVAL = 30.0
 _QUIET_ENV = "MARGINLAB_QUIET"
 _INTERVAL_ENV = "MARGINLAB_PROGRESS_INTERVAL"
+T = TypeVar("T")
 
 
 def configure(*, quiet: bool | None = None, interval: float | None = None) -> None:
@@ -47,6 +50,21 @@ def configure(*, quiet: bool | None = None, interval: float | None = None) -> No
 
             raise MarginlabError(f"the progress interval must be > 0 seconds, got {interval}")
         os.environ[_INTERVAL_ENV] = repr(float(interval))
+
+
+@contextlib.contextmanager
+def configured(*, quiet: bool | None = None, interval: float | None = None) -> Iterator[None]:
+    """:func:`configure` for the duration of a ``with`` block, then restore the defaults."""
+    saved = {k: os.environ.get(k) for k in (_QUIET_ENV, _INTERVAL_ENV)}
+    try:
+        configure(quiet=quiet, interval=interval)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def is_quiet() -> bool:
@@ -196,6 +214,15 @@ class Progress:
             elif not self.quiet:
                 self._emit(message)
             self._closed = True
+
+    def iterate(self, items: Iterable[T]) -> Iterator[T]:
+        """Yield ``items``, counting one unit after each, and close at the end."""
+        try:
+            for item in items:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
 
     def __enter__(self) -> Progress:
         return self

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from marginlab import storage
 from marginlab.analysis.audit import (
@@ -42,6 +41,7 @@ from marginlab.errors import (
     NotSeparatedError,
     RunDirectoryError,
 )
+from marginlab.progress import Progress
 
 __all__ = ["RunAnalysis", "analyze_run", "balanced_subset"]
 
@@ -167,21 +167,24 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
         chosen = epochs[::kkt_every]
         if chosen[-1] != epochs[-1]:
             chosen.append(epochs[-1])
-        bar = tqdm(chosen, desc="KKT", unit="ckpt", dynamic_ncols=True,
-                   disable=None if progress is None else not progress)
-        for epoch in bar:
-            model = models.load(ckpts[epoch])
-            t0 = time.perf_counter()
-            try:
-                res = kkt_residual(model, X, y, tau, memory_limit=memory_limit)
-            except NotSeparatedError:
-                result.kkt.append({"epoch": epoch, "status": "not separated"})
-                continue
-            except NotHomogeneousError as exc:
-                result.notes.append(f"kkt: {exc}")
-                break
-            result.kkt.append({"epoch": epoch, "status": "ok", **res.summary(),
-                               "seconds": time.perf_counter() - t0})
+        with Progress("analyze KKT", total=len(chosen), unit="checkpoint",
+                      quiet=None if progress is None else not progress) as bar:
+            for epoch in chosen:
+                bar.update(0, epoch=epoch)
+                model = models.load(ckpts[epoch])
+                t0 = time.perf_counter()
+                try:
+                    res = kkt_residual(model, X, y, tau, memory_limit=memory_limit)
+                except NotSeparatedError:
+                    result.kkt.append({"epoch": epoch, "status": "not separated"})
+                    continue
+                except NotHomogeneousError as exc:
+                    result.notes.append(f"kkt: {exc}")
+                    break
+                finally:
+                    bar.update(1)
+                result.kkt.append({"epoch": epoch, "status": "ok", **res.summary(),
+                                   "seconds": time.perf_counter() - t0})
         ok = [k for k in result.kkt if k["status"] == "ok"]
         if svm and ok and ok[-1]["epoch"] == epochs[-1]:
             if y.numel() > SVM_MAX_SAMPLES:

@@ -1,7 +1,9 @@
 """The ``marginlab`` command: one console script with a subcommand per module in this package.
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
-Errors a user can cause (:class:`marginlab.errors.MarginlabError`) print one line and exit 2.
+A long command sets ``PROGRESS = True`` and gets ``--quiet`` and ``--progress-every`` (see
+:mod:`marginlab.progress`). Errors a user can cause (:class:`marginlab.errors.MarginlabError`)
+print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -45,8 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         desc = getattr(mod, "DESCRIPTION", mod.HELP)
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=desc)
         mod.add_arguments(p)
+        if getattr(mod, "PROGRESS", False):
+            _add_progress_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _add_progress_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("progress")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars (terminal) and no progress lines (log file)")
+    g.add_argument("--progress-every", type=float, default=None, metavar="SECONDS",
+                   help="seconds between progress lines on stderr when it is not a terminal "
+                        "(default 30; also at every snapshot and at the end)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from marginlab import progress
+
     try:
-        return int(args._run(args) or 0)
+        with progress.configured(quiet=getattr(args, "quiet", None) or None,
+                                 interval=getattr(args, "progress_every", None)):
+            return int(args._run(args) or 0)
     except MarginlabError as exc:
         print(f"marginlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ DESCRIPTION = (
     "Reads RUN_DIR/config.json, metrics.jsonl and trajectory/ checkpoints; writes "
     "RUN_DIR/analysis.json, plots/analysis-*.png and report/analysis.html|md.")
 ORDER = 40
+PROGRESS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ import torch
 NAME = "attack"
 HELP = "L2 robustness (attack upper and certified lower bounds) of a run's snapshots"
 ORDER = 40
+PROGRESS = True
 DEFAULT_SNAPSHOTS = ("model-1", "model-2", "model-3", "model-4", "model-5")
 FORMAT = "marginlab-robustness/1"
 
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             res = evaluate(model, Xs, ys, args.method, steps=args.steps,
                            bounds=bounds, certificates=certificates,
                            batch_size=args.batch_size,
-                           seed=args.seed, desc=f"{split} {name}")
+                           seed=args.seed, desc=f"attack {split} {name}")
             entry["steps"] = res.steps
             layers = [asdict(f) for f in res.lipschitz.layers] if res.lipschitz else []
             entry["snapshots"][name] = {"meta": meta, "summary": res.summary(),

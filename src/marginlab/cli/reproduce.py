@@ -7,6 +7,7 @@ import argparse
 NAME = "reproduce"
 HELP = "run a registered experiment (a paper figure or table) at cpu or paper scale"
 ORDER = 30
+PROGRESS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

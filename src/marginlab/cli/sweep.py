@@ -15,6 +15,7 @@ DESCRIPTION = (
     "trials. Exit code 1 if any trial failed."
 )
 ORDER = 35
+PROGRESS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

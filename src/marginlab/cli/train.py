@@ -7,6 +7,7 @@ import argparse
 NAME = "train"
 HELP = "train a model with a constant or loss-based learning rate, recording margins"
 ORDER = 20
+PROGRESS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,15 +12,13 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from marginlab import storage
 from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
+from marginlab.progress import Progress
 
 __all__ = ["prepare_output", "run_specs", "value_at_time"]
 
@@ -85,10 +83,8 @@ def run_specs(specs: Mapping[str, dict], out: Path, *, workers: int = 2, resume:
     run_root.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     ctx = mp.get_context("spawn")
-    total = expected_seconds or 0
-    bar = tqdm(total=round(total) if total else None, desc="runs", unit="s", dynamic_ncols=True,
-               disable=None)
-    start = time.perf_counter()
+    bar = Progress(f"runs of {out.name}", total=len(specs), unit="run",
+                   max_time=expected_seconds)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(_worker, spec, str(run_root / name), resume, threads): name
                    for name, spec in specs.items()}
@@ -98,16 +94,13 @@ def run_specs(specs: Mapping[str, dict], out: Path, *, workers: int = 2, resume:
                 done, pending = cf.wait(pending, timeout=2.0)
                 for fut in done:
                     results[futures[fut]] = fut.result()
-                status = []
+                status = {}
                 for name in specs:
                     rec = _last_line(run_root / name / "metrics.jsonl")
                     if rec is not None:
-                        status.append(f"{name}: ep {rec['epoch']} "
-                                      f"log10L {rec['log10_loss_mean']:.3g}")
-                elapsed = time.perf_counter() - start
-                if total:
-                    bar.n = min(round(elapsed), round(total))
-                bar.set_postfix_str(" | ".join(status), refresh=True)
+                        status[name] = (f"epoch {rec['epoch']} "
+                                        f"log10 L {rec['log10_loss_mean']:.4g}")
+                bar.update(len(done), **status)
         except BaseException:
             for fut in pending:
                 fut.cancel()

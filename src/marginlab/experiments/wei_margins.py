@@ -91,7 +91,7 @@ def _network_function(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def run_f3(request: RunRequest) -> Path:
     """Figure 4: normalized margin of the regularized network vs λ, against γ_ℓ1/2, and the
     trained objective's distance from the certified global optimum of L_λ."""
-    from tqdm.auto import tqdm
+    from marginlab.progress import Progress
 
     s = request.settings
     out = prepare_output(request, "wei-f3")
@@ -100,7 +100,7 @@ def run_f3(request: RunRequest) -> Path:
     lambdas = [float(v) for v in s["lambdas"]]
     start = time.perf_counter()
     summary, functions = [], {}
-    bar = tqdm(total=s["trials"] * len(lambdas), desc="wei-f3", disable=None)
+    bar = Progress("wei-f3", total=s["trials"] * len(lambdas), unit="trial")
     for trial in range(s["trials"]):
         seed = request.seed + trial
         X32, y = one_dimensional(s["n"], seed=seed)
@@ -380,7 +380,7 @@ def _fit_slope(d, values) -> float:
 
 def run_thm43(request: RunRequest) -> Path:
     """Theorem 4.3: ℓ1 margin and trained network vs kernel margin as d grows."""
-    from tqdm.auto import tqdm
+    from marginlab.progress import Progress
 
     s = request.settings
     out = prepare_output(request, "wei-thm43")
@@ -389,7 +389,7 @@ def run_thm43(request: RunRequest) -> Path:
     start = time.perf_counter()
     summary = []
     dims = [int(d) for d in s["dims"]]
-    bar = tqdm(total=len(dims) * s["trials"], desc="wei-thm43", disable=None)
+    bar = Progress("wei-thm43", total=len(dims) * s["trials"], unit="trial")
     for d in dims:
         n = int(min(s["n_max"], max(s["n_min"], s["n_factor"] * d * d)))
         for trial in range(s["trials"]):

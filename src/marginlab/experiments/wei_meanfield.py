@@ -165,7 +165,7 @@ def _mean_std(values: list[float]) -> str:
 
 def run(request: RunRequest) -> Path:
     """Plain vs perturbed Wasserstein gradient flow from a narrow cone, against a certified L*."""
-    from tqdm.auto import tqdm
+    from marginlab.progress import Progress
 
     s = request.settings
     out = prepare_output(request, EXPERIMENT_ID)
@@ -201,7 +201,7 @@ def run(request: RunRequest) -> Path:
     done = {(r["sigma"], r["seed"]) for r in storage.read_jsonl(trials_path)}
     finals: dict[float, meanfield.ParticleMeasure] = {}
     jobs = [(sig, request.seed + k) for sig in sigmas for k in range(s["seeds"])]
-    for sigma, seed in tqdm(jobs, desc=EXPERIMENT_ID, disable=None):
+    for sigma, seed in Progress(EXPERIMENT_ID, total=len(jobs), unit="run").iterate(jobs):
         if (sigma, seed) in done and seed != request.seed:
             continue  # resumed: done (the first seed reruns for the atoms figure)
         rho0 = meanfield.ParticleMeasure.cone(

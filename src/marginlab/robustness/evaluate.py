@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from marginlab.errors import MarginlabError
 from marginlab.margins import validate_data
+from marginlab.progress import Progress
 from marginlab.robustness.attacks import METHODS, Method, _check_bounds, attack
 from marginlab.robustness.certify import CERTIFICATES, certify
 from marginlab.robustness.lipschitz import LipschitzBound, UnsupportedModelError, lipschitz_bound
@@ -247,8 +247,8 @@ def evaluate(
     uppers, lowers, corrects, margins, found = [], [], [], [], []
     lower_by: dict[str, list[np.ndarray]] = {}
     t_attack = c_attack = 0.0
-    with tqdm(total=n, desc=desc, unit="pt", disable=None if progress is None else not progress,
-              leave=False) as bar:
+    with Progress(desc, total=n, unit="pt",
+                  quiet=None if progress is None else not progress) as bar:
         for start in range(0, n, batch_size):
             xb, yb = X[start:start + batch_size], y[start:start + batch_size]
             res = attack(model, xb, yb, method=method, steps=steps, bounds=bounds,

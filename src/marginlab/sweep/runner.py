@@ -161,7 +161,7 @@ def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable],
         workers, backend, address, progress: as for :func:`run_sweep`.
         desc: the progress bar's label.
     """
-    from tqdm.auto import tqdm
+    from marginlab.progress import Progress
 
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
@@ -169,8 +169,8 @@ def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable],
     todo = [t for t in trials if not (t.id in latest and latest[t.id].ok)]
     skipped = len(trials) - len(todo)
     tasks = [(fn(t), t) for t in todo]
-    bar = tqdm(total=len(trials), initial=skipped, desc=desc, unit="trial",
-               dynamic_ncols=True, disable=None if progress is None else not progress)
+    bar = Progress(desc, total=len(trials), initial=skipped, unit="trial",
+                   quiet=None if progress is None else not progress)
     n_failed = 0
 
     def record(rec: TrialRecord) -> None:
@@ -178,9 +178,9 @@ def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable],
         storage.append_jsonl(path, rec.to_dict())
         latest[rec.id] = rec
         n_failed += not rec.ok
-        bar.update(1)
-        if n_failed:
-            bar.set_postfix_str(f"{n_failed} failed")
+        bar.update(1, failed=n_failed or None)
+        if not rec.ok:
+            bar.note(f"trial {rec.id} failed")
 
     try:
         if not tasks:

@@ -37,12 +37,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from marginlab import margins, storage
 from marginlab.core import targets
 from marginlab.errors import MarginlabError
 from marginlab.losses import Loss, get_loss
+from marginlab.progress import Progress
 from marginlab.train.fit import (
     DEFAULT_SNAPSHOTS,
     LN10,
@@ -356,8 +356,9 @@ def fit_fast(
     smoothed = objective.smoothed_margins(log_L)
     grad_cache: list[Tensor] | None = None  # full batch: ∇ log L at the current parameters
     stop_reason = "epochs"
-    bar = tqdm(total=epochs, initial=state["epoch"], desc="train", unit="epoch",
-               disable=(None if progress is None else not progress), dynamic_ncols=True)
+    bar = Progress(f"train {config['model'].get('name', 'model')}", total=epochs,
+                   initial=state["epoch"], unit="epoch", max_time=max_time,
+                   elapsed=state["wall_time"], quiet=None if progress is None else not progress)
     epoch = state["epoch"]
     try:
         while epoch < epochs:
@@ -417,17 +418,19 @@ def fit_fast(
                       "samples_used": used, "wall_time": time.perf_counter() - t_start,
                       "cpu_time": time.process_time() - c_start}
             history.append(record)
-            snapshots_done = record_epoch(run, model, record, thresholds,
-                                          state["snapshots_done"], trajectory_every)
+            state_before = state["snapshots_done"]
+            snapshots_done = record_epoch(run, model, record, thresholds, state_before,
+                                          trajectory_every)
             state = {"epoch": epoch, "wall_time": record["wall_time"],
                      "cpu_time": record["cpu_time"], "snapshots_done": snapshots_done,
                      "schedule": schedule.state_dict()}
             if run is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
                 _save_checkpoint(run, model, gen, state, velocity)
-            bar.update(1)
-            bar.set_postfix_str(
-                f"log10L={stats['log10_loss_mean']:.4g} γ̃={stats['smoothed_margin']:.3g} "
-                f"α={schedule.alpha:.3g} retries={retries}", refresh=False)
+            bar.update(1, log10_loss=stats["log10_loss_mean"],
+                       margin=stats["normalized_margin_multi"], alpha=schedule.alpha,
+                       retries=retries)
+            if snapshots_done > state_before:
+                bar.note(f"snapshot model-{snapshots_done} at epoch {epoch}")
             if stop_at_log10_loss is not None and stats["log10_loss_mean"] <= stop_at_log10_loss:
                 stop_reason = "target"
                 break

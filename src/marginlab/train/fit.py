@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from marginlab import margins, storage
 from marginlab.core import targets
 from marginlab.errors import MarginlabError
 from marginlab.losses import Loss, get_loss, log_loss_from_logits, log_loss_from_margins
+from marginlab.progress import Progress
 from marginlab.train.rundir import RunDir, environment
 from marginlab.train.schedules import Schedule
 
@@ -224,8 +224,9 @@ def fit(
     # seconds of start-up for every run.
     params = [p for p in model.parameters() if p.requires_grad]
     stop_reason = "epochs"
-    bar = tqdm(total=epochs, initial=state["epoch"], desc="train", unit="epoch",
-               disable=(None if progress is None else not progress), dynamic_ncols=True)
+    bar = Progress(f"train {config['model'].get('name', 'model')}", total=epochs,
+                   initial=state["epoch"], unit="epoch", max_time=max_time,
+                   elapsed=state["wall_time"], quiet=None if progress is None else not progress)
     epoch = state["epoch"]
     try:
         while epoch < epochs:
@@ -264,17 +265,19 @@ def fit(
             if weight_decay is not None:
                 record["weight_decay"] = lam
             history.append(record)
-            snapshots_done = record_epoch(run, model, record, thresholds,
-                                          state["snapshots_done"], trajectory_every)
+            state_before = state["snapshots_done"]
+            snapshots_done = record_epoch(run, model, record, thresholds, state_before,
+                                          trajectory_every)
             state = {"epoch": epoch, "wall_time": record["wall_time"],
                      "cpu_time": record["cpu_time"], "snapshots_done": snapshots_done,
                      "schedule": schedule.state_dict(), "frame": frame}
             if run is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
                 run.save_checkpoint(model, gen, state)
-            bar.update(1)
-            bar.set_postfix_str(
-                f"log10L={stats['log10_loss_mean']:.4g} γ̃={stats['smoothed_margin']:.3g} "
-                f"α={schedule.alpha:.3g} retries={retries}", refresh=False)
+            bar.update(1, log10_loss=stats["log10_loss_mean"],
+                       margin=stats["normalized_margin_multi"], alpha=schedule.alpha,
+                       retries=retries)
+            if snapshots_done > state_before:
+                bar.note(f"snapshot model-{snapshots_done} at epoch {epoch}")
             if stop_at_log10_loss is not None and stats["log10_loss_mean"] <= stop_at_log10_loss:
                 stop_reason = "target"
                 break
