@@ -21,6 +21,7 @@ __all__ = [
     "MarginlabError",
     "NotHomogeneousError",
     "NotSeparatedError",
+    "Tracker",
     "__version__",
     "data",
     "homogeneity",
@@ -30,3 +31,12 @@ __all__ = [
     "models",
     "per_sample",
 ]
+
+
+def __getattr__(name: str):
+    # the tracker pulls in the training layer; import it only when asked for
+    if name == "Tracker":
+        from marginlab.tracker import Tracker
+
+        return Tracker
+    raise AttributeError(f"module 'marginlab' has no attribute {name!r}")

@@ -26,6 +26,7 @@ from marginlab.data.synthetic import (
     teacher_regression,
     theorem43,
 )
+from marginlab.data.tensors import load_tensors
 from marginlab.errors import MarginlabError
 
 __all__ = [
@@ -114,6 +115,7 @@ DATASETS: dict[str, Callable[..., DataSplit]] = {
     "thm43": _thm43,
     "teacher_classification": _teacher_classification,
     "teacher_regression": _teacher_regression,
+    "tensors": load_tensors,
 }
 
 
@@ -131,8 +133,9 @@ def load(name: str, root: str | Path | None = None, *, n_train: int | None = Non
 
     Args:
         name: ``mnist5k``, ``digits`` (bundled), ``mnist``, ``cifar10``, ``cifar100`` (read from
-            ``root``), or the synthetic ``thm43``, ``teacher_classification``,
-            ``teacher_regression``.
+            ``root``), the synthetic ``thm43``, ``teacher_classification``,
+            ``teacher_regression``, or ``tensors`` (a file of a run on its own data, see
+            :mod:`marginlab.data.tensors`).
         root: directory with the standard files (``mnist``, ``cifar10``, ``cifar100``); ignored
             otherwise.
         n_train: training set size: a class-balanced subset (first images of each class) for
