@@ -82,7 +82,8 @@ def test_plain_loop_run_dir_matches_reference_and_cli_reads_it(tmp_path, digits,
     assert last["log10_lr"] == pytest.approx(math.log10(0.5))
     assert last["test_acc"] == pytest.approx(float((model(Xt).argmax(1) == yt).float().mean()))
     config = json.loads((run / "config.json").read_text())
-    assert config["data"]["name"] == "tensors" and config["snapshots_at"] == pytest.approx([10 ** -0.5, 0.1])
+    assert config["data"]["name"] == "tensors"
+    assert config["snapshots_at"] == pytest.approx([10 ** -0.5, 0.1])
     assert config["model"]["name"] == "mlp"
     # snapshots: the first record below each threshold, and the final model
     below = [next(r["epoch"] for r in records if r["log10_loss_mean"] < t) for t in (-0.5, -1)]

@@ -28,6 +28,7 @@ from marginlab.sweep.spec import Trial
 __all__ = ["TrialRecord", "execute", "import_ray", "run_local", "run_ray"]
 
 GRACE_SECONDS = 3.0  # after an interrupt, time the running trials get to stop by themselves
+RAY_MAX_RETRIES = 3  # a Ray task whose worker dies (killed, node lost) runs again this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +191,10 @@ def import_ray():
 def run_ray(ray, tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord], None],
             *, address: str | None, workers: int | None) -> int | None:
     """Run ``(fn, trial)`` tasks as Ray tasks (``num_cpus=1``), calling ``record`` with each
-    result as ``ray.wait`` returns it. Connects to ``address`` or to a running instance, else
-    starts a local one with ``workers`` CPUs (and stops it afterwards). Returns the cluster's
-    CPU count."""
+    result as ``ray.wait`` returns it. A task whose worker process dies is run again, up to
+    :data:`RAY_MAX_RETRIES` times (a trial's own exception is recorded, not retried).
+    Connects to ``address`` or to a running instance, else starts a local one with ``workers``
+    CPUs (and stops it afterwards). Returns the cluster's CPU count."""
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False}
@@ -202,7 +204,7 @@ def run_ray(ray, tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRec
         started = True
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0)) or None
-        remote = ray.remote(num_cpus=1)(execute)
+        remote = ray.remote(num_cpus=1, max_retries=RAY_MAX_RETRIES)(execute)
         refs = {remote.remote(fn, trial, 1): trial for fn, trial in tasks}
         pending = list(refs)
         try:
