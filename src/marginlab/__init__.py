@@ -11,9 +11,9 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+local"
 
 from marginlab import data, homogeneity, losses, margins, models
+from marginlab.core.homogeneity import HomogeneityReport
+from marginlab.core.margins import MarginStats, measure, per_sample
 from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
-from marginlab.homogeneity import HomogeneityReport
-from marginlab.margins import MarginStats, measure, per_sample
 
 __all__ = [
     "HomogeneityReport",

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from marginlab.errors import MarginlabError
-from marginlab.storage import read_json, write_json
+from marginlab.io.storage import read_json, write_json
 
 __all__ = [
     "CLAIMS_FILE",

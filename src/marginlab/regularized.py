@@ -37,8 +37,8 @@ from scipy.special import xlogy
 from torch import Tensor, nn
 
 from marginlab import kernels
+from marginlab.core.losses import LogisticLoss, log_sum
 from marginlab.errors import MarginlabError
-from marginlab.losses import LogisticLoss, log_sum
 
 __all__ = [
     "Certificate",
@@ -61,7 +61,7 @@ _HIGHS_TIGHT = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_toleran
 
 
 def _log_logistic(q: np.ndarray) -> np.ndarray:
-    """log ℓ(q) in float64 via marginlab.losses (exact far below float range)."""
+    """log ℓ(q) in float64 via marginlab.core.losses (exact far below float range)."""
     return _LOGISTIC.log_loss(torch.from_numpy(np.asarray(q, dtype=np.float64))).numpy()
 
 

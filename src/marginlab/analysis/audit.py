@@ -26,8 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from marginlab.core.losses import Loss, get_loss
 from marginlab.errors import MarginlabError, RunDirectoryError
-from marginlab.losses import Loss, get_loss
 
 __all__ = [
     "DirectionCosines",

@@ -38,10 +38,10 @@ import scipy.optimize
 import torch
 from torch import Tensor, nn
 
-from marginlab import homogeneity
 from marginlab.analysis.margin_jacobian import Constraints, MarginJacobian, as_numpy
+from marginlab.core import homogeneity
+from marginlab.core.margins import validate_data
 from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
-from marginlab.margins import validate_data
 
 __all__ = ["KKTCurve", "KKTResult", "kkt_curve", "kkt_residual"]
 

@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from marginlab.core import targets
+from marginlab.core.margins import validate_data
 from marginlab.errors import MarginlabError
-from marginlab.margins import validate_data
 
 __all__ = ["MarginJacobian"]
 

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from marginlab.core.losses import Loss, get_loss
 from marginlab.errors import MarginlabError
-from marginlab.losses import Loss, get_loss
 
 __all__ = ["RateFit", "fit_rates", "log_flow_times"]
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from marginlab import storage
 from marginlab.analysis.audit import (
     DirectionCosines,
     MonotonicityAudit,
@@ -41,6 +40,7 @@ from marginlab.errors import (
     NotSeparatedError,
     RunDirectoryError,
 )
+from marginlab.io import storage
 from marginlab.progress import Progress
 
 __all__ = ["RunAnalysis", "analyze_run", "balanced_subset"]
@@ -201,7 +201,7 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
 
 def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> None:
     from marginlab.analysis import plots
-    from marginlab.report import Report
+    from marginlab.io.report import Report
 
     run = result.run_dir
     name = run.name

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {', '.join(result.files)} in {result.run_dir}")
-    from marginlab.report import write_run_report
+    from marginlab.run_report import write_run_report
 
     print(f"report: {write_run_report(result.run_dir)}")
     return 0

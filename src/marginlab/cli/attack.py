@@ -101,7 +101,7 @@ def _snapshot_paths(run_dir: Path, names: str | None) -> dict[str, Path]:
 def _load_split(run_dir: Path):
     from marginlab import data
     from marginlab.errors import MarginlabError, RunDirectoryError
-    from marginlab.storage import read_json
+    from marginlab.io.storage import read_json
 
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -129,9 +129,9 @@ def _load_split(run_dir: Path):
 def run(args: argparse.Namespace) -> int:
     from marginlab import models
     from marginlab.errors import MarginlabError, RunDirectoryError
+    from marginlab.io.storage import read_json, write_json
     from marginlab.robustness import evaluate
     from marginlab.robustness.report import write_report
-    from marginlab.storage import read_json, write_json
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     png, html_path, md_path = write_report(run_dir, doc)
     print(f"wrote {out_path}, {png}, {html_path}, {md_path}")
     if (run_dir / "metrics.jsonl").is_file():
-        from marginlab.report import write_run_report
+        from marginlab.run_report import write_run_report
 
         print(f"report: {write_run_report(run_dir)}")
     return 0

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from marginlab import homogeneity, models
+    from marginlab import models
+    from marginlab.core import homogeneity
     from marginlab.errors import MarginlabError
 
     if args.checkpoint:

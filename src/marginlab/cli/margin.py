@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from marginlab import data, margins, models
-    from marginlab.storage import to_jsonable
+    from marginlab import data, models
+    from marginlab.core import margins
+    from marginlab.io.storage import to_jsonable
 
     model = models.load(args.checkpoint).eval()
     kw = {"n_train": args.n} if args.split == "train" else {"n_test": args.n}

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marginlab import plots
+    from marginlab.io import plots
     from marginlab.train.rundir import RunDir
 
     runs = {}

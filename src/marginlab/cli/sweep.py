@@ -45,9 +45,9 @@ def build_spec(args: argparse.Namespace):
     """The :class:`~marginlab.sweep.SweepSpec` of the command line."""
     from pathlib import Path
 
-    from marginlab import storage
     from marginlab.cli.reproduce import parse_overrides
     from marginlab.errors import MarginlabError
+    from marginlab.io import storage
     from marginlab.sweep import SweepSpec, for_experiment
 
     seeds = None

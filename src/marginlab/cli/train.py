@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from marginlab import plots, report
+    from marginlab import run_report as report
+    from marginlab.io import plots
     from marginlab.train.rundir import RunDir
     from marginlab.train.spec import TrainSpec, run_training
 

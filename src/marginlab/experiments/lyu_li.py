@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from marginlab import plots, report
+from marginlab import run_report as report
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output, run_specs, value_at_time
-from marginlab.storage import read_jsonl, write_json
+from marginlab.io import plots
+from marginlab.io.report import Report
+from marginlab.io.storage import read_jsonl, write_json
 
 PAPER_TABLE1 = [  # Lyu & Li, Table 1: CNN without bias, full MNIST, loss-based schedule
     ["model-1", 38, -10.04, 5.65e-5, 1.0, 0.993],
@@ -112,7 +114,7 @@ def _run(request: RunRequest, experiment_id: str, title: str) -> Path:
     for name in specs:
         report.write_run_report(out / "runs" / name)
 
-    rep = report.Report(title)
+    rep = Report(title)
     if request.scale == "cpu":
         rep.paragraph("CPU scale: a smaller network and data set than the paper's, run on this "
                       "machine; compare the shape of the results, not the absolute numbers.",

@@ -15,9 +15,9 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from marginlab import storage
 from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
+from marginlab.io import storage
 from marginlab.progress import Progress
 
 __all__ = ["prepare_output", "run_specs", "value_at_time"]

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from marginlab.core.margins import validate_data
 from marginlab.errors import MarginlabError
-from marginlab.margins import validate_data
 from marginlab.progress import Progress
 from marginlab.robustness.attacks import METHODS, Method, _check_bounds, attack
 from marginlab.robustness.certify import CERTIFICATES, certify

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from marginlab.io.storage import atomic_write_text
 from marginlab.robustness.evaluate import RobustCurve, RobustnessResult
 from marginlab.robustness.plots import eps_grid, plot_curves
-from marginlab.storage import atomic_write_text
 
 __all__ = ["PLOT_NAME", "write_report"]
 

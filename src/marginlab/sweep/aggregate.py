@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from marginlab.errors import MarginlabError
-from marginlab.report import Report, fmt
+from marginlab.io.report import Report, fmt
 
 __all__ = ["AggregateRow", "aggregate", "plot_rows", "write_report"]
 
@@ -155,7 +155,7 @@ def plot_rows(panels: Mapping[str, list[AggregateRow]], path: str | os.PathLike,
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    from marginlab.plots import save_figure
+    from marginlab.io.plots import save_figure
 
     return save_figure(fig, path, title=title)
 

@@ -21,8 +21,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from marginlab import storage
 from marginlab.errors import MarginlabError
+from marginlab.io import storage
 from marginlab.sweep.spec import Trial
 
 __all__ = ["TrialRecord", "execute", "import_ray", "run_local", "run_ray"]

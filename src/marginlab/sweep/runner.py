@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from marginlab import storage
 from marginlab.errors import MarginlabError
+from marginlab.io import storage
 from marginlab.sweep import backends
 from marginlab.sweep.backends import TrialRecord
 from marginlab.sweep.spec import SweepSpec, Trial, bind_run_dir, expand

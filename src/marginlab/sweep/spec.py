@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marginlab import storage
 from marginlab.errors import MarginlabError
+from marginlab.io import storage
 
 __all__ = ["ReportSpec", "SweepSpec", "Trial", "expand", "for_experiment", "load_spec",
            "train_trial"]

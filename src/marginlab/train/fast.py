@@ -38,10 +38,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from marginlab import margins, storage
-from marginlab.core import targets
+from marginlab.core import margins, targets
+from marginlab.core.losses import Loss, get_loss
 from marginlab.errors import MarginlabError
-from marginlab.losses import Loss, get_loss
+from marginlab.io import storage
 from marginlab.progress import Progress
 from marginlab.train.fit import (
     DEFAULT_SNAPSHOTS,

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from marginlab import margins, storage
-from marginlab.core import targets
+from marginlab.core import margins, targets
+from marginlab.core.losses import Loss, get_loss, log_loss_from_logits, log_loss_from_margins
 from marginlab.errors import MarginlabError
-from marginlab.losses import Loss, get_loss, log_loss_from_logits, log_loss_from_margins
+from marginlab.io import storage
 from marginlab.progress import Progress
 from marginlab.train.rundir import RunDir, environment
 from marginlab.train.schedules import Schedule

@@ -29,8 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from marginlab import storage
 from marginlab.errors import RunDirectoryError
+from marginlab.io import storage
 
 __all__ = ["IDENTITY_KEYS", "RunDir", "environment"]
 

@@ -16,10 +16,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from marginlab import homogeneity
-from marginlab.core import targets
+from marginlab.core import homogeneity, targets
+from marginlab.core.losses import Loss, get_loss, log_sum, multiclass_soft_margin
 from marginlab.errors import MarginlabError, NotHomogeneousError
-from marginlab.losses import Loss, get_loss, log_sum, multiclass_soft_margin
 
 __all__ = ["MarginStats", "NonFiniteOutputError", "Norms", "Outputs", "measure",
            "model_outputs", "per_sample", "scaled", "stats_from", "validate_data"]

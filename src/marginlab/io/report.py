@@ -1,8 +1,7 @@
 """Report pages a person would rather look at than read JSON: HTML with the PNGs, plus markdown.
 
-A :class:`Report` collects headings, paragraphs, tables and images and renders both formats.
-:func:`write_run_report` builds the page of one training run from its directory, including the
-fragments other analyses left in ``RUN_DIR/report/`` (robustness, convergence analysis).
+A :class:`Report` collects headings, paragraphs, tables and images and renders both formats
+(the page of one training run is :func:`marginlab.run_report.write_run_report`).
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marginlab import storage
+from marginlab.io import storage
 
-__all__ = ["Report", "fmt", "write_run_report"]
+__all__ = ["Report", "fmt"]
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
@@ -114,58 +113,3 @@ class Report:
         directory = Path(directory)
         storage.atomic_write_text(directory / f"{name}.md", self.markdown())
         return storage.atomic_write_text(directory / f"{name}.html", self.html())
-
-
-SNAPSHOT_HEADERS = ["snapshot", "epoch", "log10 train loss", "normalized margin (multi)",
-                    "normalized margin", "train acc", "test acc"]
-
-
-def snapshot_rows(run_dir: Path) -> list[list]:
-    """Table-1-style rows from the snapshots' metadata."""
-    from marginlab import models
-
-    rows = []
-    for path in sorted((run_dir / "snapshots").glob("model-*.safetensors"),
-                       key=lambda p: int(p.stem.split("-")[1])):
-        extra = models.metadata(path).get("extra", {})
-        rows.append([path.stem, extra.get("epoch"), extra.get("log10_loss_mean"),
-                     extra.get("normalized_margin_multi"), extra.get("normalized_margin"),
-                     extra.get("train_acc"), extra.get("test_acc")])
-    return rows
-
-
-def write_run_report(run_dir: str | os.PathLike) -> Path:
-    """Write ``RUN_DIR/report.html`` and ``report.md`` from what the run directory holds."""
-    from marginlab.train.rundir import RunDir
-
-    run = RunDir(run_dir)
-    config = run.config()
-    metrics = run.metrics()
-    rep = Report(f"marginlab run: {run.path.name}")
-    model = config.get("model", {})
-    rep.paragraph(
-        f"Model {model.get('name')} {model.get('kwargs', {})}; data {config.get('data')}; "
-        f"schedule {config.get('schedule')}; loss {config.get('loss')}; batch size "
-        f"{config.get('batch_size')}; seed {config.get('seed')}; device {config.get('device')}."
-    )
-    if metrics:
-        last = metrics[-1]
-        rep.heading("Final epoch")
-        keys = ["epoch", "log10_loss_mean", "normalized_margin", "normalized_margin_multi",
-                "smoothed_margin", "smoothed_margin_multi", "q_min", "rho", "train_acc",
-                "test_acc", "alpha", "wall_time"]
-        rep.table(["quantity", "value"], [[k, last.get(k)] for k in keys if k in last])
-    rows = snapshot_rows(run.path)
-    if rows:
-        rep.heading("Snapshots (Lyu & Li, Table 1 style)")
-        rep.table(SNAPSHOT_HEADERS, rows)
-    for png in sorted((run.path / "plots").glob("*.png")):
-        if not png.name.startswith(("robust", "analysis")):
-            rep.image(f"plots/{png.name}", png.stem)
-    for frag in sorted((run.path / "report").glob("*.html")):
-        md = frag.with_suffix(".md")
-        rep.raw(frag.read_text(encoding="utf-8"),
-                md.read_text(encoding="utf-8") if md.exists() else "")
-    rep.heading("Configuration")
-    rep.code(run.config_path.read_text(encoding="utf-8"))
-    return rep.write(run.path)
