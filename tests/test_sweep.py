@@ -56,6 +56,7 @@ if DUMMY not in experiments.all_experiments():
         scales={"cpu": {"x": 0, "a": 2.0, "calls": "", "fail_flag": "", "interrupt_flag": ""}},
         grid={"cpu": {"x": [1, 2, 3]}},
     ))
+SOURCE = experiments.trial_source(DUMMY)  # what the command line resolves the id into
 
 
 def _spec(tmp_path: Path, xs, seeds=(0, 1, 2), **extra) -> SweepSpec:
@@ -78,7 +79,7 @@ def test_two_workers_every_trial_once_failures_recorded_then_rerun(tmp_path):
     (tmp_path / "fail.flag").touch()
     spec = _spec(tmp_path, [1, 2, 3, 4])
     out = tmp_path / "sweep"
-    result = run_sweep(spec, out, workers=2, progress=False)
+    result = run_sweep(spec, out, workers=2, progress=False, source=SOURCE)
 
     calls = _calls(tmp_path)
     assert sorted(calls) == sorted((x, s) for x in [1, 2, 3, 4] for s in [0, 1, 2])
@@ -106,7 +107,7 @@ def test_two_workers_every_trial_once_failures_recorded_then_rerun(tmp_path):
     # Resume: only the failed trials run again (the flag is gone, so they now succeed). In this
     # process, to save starting another pool: which trials rerun does not depend on the backend.
     (tmp_path / "fail.flag").unlink()
-    again = run_sweep(spec, out, workers=0, resume=True, progress=False)
+    again = run_sweep(spec, out, workers=0, resume=True, progress=False, source=SOURCE)
     assert sorted(_calls(tmp_path)[12:]) == [(3, 0), (3, 1), (3, 2)]
     assert again.ok and again.skipped == 9 and again.ran == 3
     assert len(read_records(out)) == 15 and len(again.records) == 12
@@ -117,14 +118,14 @@ def test_interrupt_then_resume_runs_each_unfinished_trial_once(tmp_path):
     spec = _spec(tmp_path, [1, 2, 3, 4, 6, 7])
     out = tmp_path / "sweep"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, out, workers=2, progress=False)
+        run_sweep(spec, out, workers=2, progress=False, source=SOURCE)
     first = read_records(out)
     done = {(r.params["x"], r.params["seed"]) for r in first}
     assert all(r.ok for r in first) and (3, 0) not in done and len(done) < 18
     n_first = len(_calls(tmp_path))
 
     (tmp_path / "interrupt.flag").unlink()
-    result = run_sweep(spec, out, workers=0, resume=True, progress=False)
+    result = run_sweep(spec, out, workers=0, resume=True, progress=False, source=SOURCE)
     everything = {(x, s) for x in [1, 2, 3, 4, 6, 7] for s in [0, 1, 2]}
     rerun = _calls(tmp_path)[n_first:]
     assert sorted(rerun) == sorted(everything - done)  # finished trials were not run again
@@ -136,15 +137,15 @@ def test_interrupt_then_resume_runs_each_unfinished_trial_once(tmp_path):
 
 def test_subset_then_full_grid_and_truncated_last_line(tmp_path):
     out = tmp_path / "sweep"
-    run_sweep(_spec(tmp_path, [1, 2], seeds=[0, 1]), out, workers=0, progress=False)
+    run_sweep(_spec(tmp_path, [1, 2], seeds=[0, 1]), out, workers=0, progress=False, source=SOURCE)
     assert len(_calls(tmp_path)) == 4
     # A crash in the middle of an append leaves a cut-off last line.
     with open(out / "trials.jsonl", "a") as fh:
         fh.write('{"id": "abc", "status": "o')
     full = _spec(tmp_path, [1, 2, 4, 5], seeds=[0, 1])
     with pytest.raises(MarginlabError, match="already holds a sweep of test-sweep-dummy"):
-        run_sweep(full, out, workers=0, progress=False)
-    result = run_sweep(full, out, workers=0, resume=True, progress=False)
+        run_sweep(full, out, workers=0, progress=False, source=SOURCE)
+    result = run_sweep(full, out, workers=0, resume=True, progress=False, source=SOURCE)
     assert sorted(_calls(tmp_path)[4:]) == [(4, 0), (4, 1), (5, 0), (5, 1)]
     assert result.skipped == 4 and result.ran == 4
     text = (out / "trials.jsonl").read_text()
@@ -153,13 +154,13 @@ def test_subset_then_full_grid_and_truncated_last_line(tmp_path):
     assert [r.params["x"] for r in bad] == [5, 5]
     assert bad[0].error == "TypeError: a trial function returns a dict, got str"
     # The sweep's ids are a hash of the settings: the same spec expands to the same ids.
-    assert [t.id for t in expand(full)[0]] == [r.id for r in result.records]
+    assert [t.id for t in expand(full, SOURCE)[0]] == [r.id for r in result.records]
 
 
 def test_aggregate_matches_numpy(tmp_path):
     seeds = [0, 1, 2, 3]
     spec = _spec(tmp_path, [4, 1, 2], seeds=seeds)
-    result = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    result = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False, source=SOURCE)
     rows = aggregate(result.records, x="x", y="y")
     assert [r.x for r in rows] == [1, 2, 4]  # ascending numeric x
     for row in rows:
@@ -196,7 +197,7 @@ def test_training_sweep_matches_direct_runs(tmp_path):
     out = tmp_path / "sweep"
     # In this process: the worker pool is covered above (and with training trials in
     # test_sweep_ray.py); starting one costs seconds on a loaded machine.
-    result = run_sweep(spec, out, workers=0, progress=False)
+    result = run_sweep(spec, out, workers=0, progress=False, source=SOURCE)
     assert result.ok and len(result.records) == 4, result.failed
     rec = result.records[3]
     assert rec.params == {"widths": [16], "seed": 1}
@@ -241,18 +242,20 @@ def test_spec_errors(raw, message):
 ])
 def test_settings_checked_before_running(raw, message):
     with pytest.raises(MarginlabError) as err:
-        expand(SweepSpec.from_dict(raw))
+        spec = SweepSpec.from_dict(raw)  # an experiment id is resolved as the command line does
+        source = experiments.trial_source(spec.experiment) if spec.kind == "experiment" else None
+        expand(spec, source)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_trial_ids_are_stable_hashes_of_settings():
     a = SweepSpec.from_dict({"train": {"weight_decay": 0, "epochs": 3}, "seeds": [0, 1]})
     b = SweepSpec.from_dict({"train": {"epochs": 3, "weight_decay": 0.0}, "seeds": [0, 1]})
-    ids_a = [t.id for t in expand(a)[0]]
-    assert ids_a == [t.id for t in expand(b)[0]]  # 0 and 0.0 are the same float setting
+    ids_a = [t.id for t in expand(a, SOURCE)[0]]
+    assert ids_a == [t.id for t in expand(b, SOURCE)[0]]  # 0 and 0.0 are the same float setting
     assert len(set(ids_a)) == 2 and all(len(i) == 12 for i in ids_a)
     c = SweepSpec.from_dict({"train": {"epochs": 4}, "seeds": [0, 1]})
-    assert not set(ids_a) & {t.id for t in expand(c)[0]}
+    assert not set(ids_a) & {t.id for t in expand(c, SOURCE)[0]}
 
 
 def _cli(capsys, *argv):
@@ -312,4 +315,34 @@ def test_cli(tmp_path, capsys):
 def test_ray_missing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(MarginlabError, match=r"pip install 'marginlab\[ray\]'"):
-        run_sweep(_spec(tmp_path, [1]), tmp_path / "sweep", backend="ray", progress=False)
+        run_sweep(_spec(tmp_path, [1]), tmp_path / "sweep", backend="ray", progress=False,
+                  source=SOURCE)
+
+
+def test_mean_std_is_the_sample_std_of_the_finite_values():
+    import statistics
+
+    from marginlab.sweep import format_mean_std, mean_std
+
+    values = [0.1, 2.5, -1.25, 3.0, math.nan, math.inf, "text", None, True]
+    finite = [0.1, 2.5, -1.25, 3.0, 1.0]
+    m = mean_std(values)
+    assert m.n == 5
+    assert m.mean == pytest.approx(statistics.fmean(finite), rel=1e-15)
+    assert m.std == pytest.approx(statistics.stdev(finite), rel=1e-14)  # ddof 1
+    assert mean_std(finite, ddof=0).std == pytest.approx(statistics.pstdev(finite), rel=1e-14)
+    mean, std, n = mean_std([4.0])
+    assert (mean, n) == (4.0, 1) and math.isnan(std)
+    assert math.isnan(mean_std([]).mean)
+    assert format_mean_std([]) == "–"
+    assert format_mean_std([4.0]) == "4"
+    assert format_mean_std([1.0, 3.0]) == f"2 ± {statistics.stdev([1.0, 3.0]):.2g}"
+
+
+def test_an_experiment_sweep_needs_its_trial_source(tmp_path):
+    spec = _spec(tmp_path, [1])
+    with pytest.raises(MarginlabError, match="needs its trial source"):
+        expand(spec)
+    with pytest.raises(MarginlabError, match="needs its trial source"):
+        run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    assert not (tmp_path / "sweep").exists()

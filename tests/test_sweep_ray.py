@@ -25,7 +25,7 @@ from marginlab.sweep.spec import Trial
 ray = pytest.importorskip("ray")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-from test_sweep import DUMMY, _calls, _expected_y, _spec, dummy_trial  # noqa: E402
+from test_sweep import DUMMY, SOURCE, _calls, _expected_y, _spec, dummy_trial  # noqa: E402
 
 TRAIN = {"model": "mlp", "data": "digits", "n_train": 100, "n_test": 100, "epochs": 2,
          "batch_size": 50, "schedule": {"name": "constant", "lr": 0.05}}
@@ -139,8 +139,8 @@ def test_sweep_resumed_after_its_driver_is_stopped(tmp_path, ray_instance):
 def test_training_sweep_equals_local_backend(tmp_path, ray_instance):
     spec = SweepSpec.from_dict({"train": TRAIN, "grid": {"widths": [[8], [16]]},
                                 "seeds": [0, 1], "run_dirs": True})
-    local = run_sweep(spec, tmp_path / "local", workers=2, progress=False)
-    remote = run_sweep(spec, tmp_path / "ray", backend="ray", progress=False)
+    local = run_sweep(spec, tmp_path / "local", workers=2, progress=False, source=SOURCE)
+    remote = run_sweep(spec, tmp_path / "ray", backend="ray", progress=False, source=SOURCE)
     assert local.ok and remote.ok, (local.failed, remote.failed)
     assert remote.backend == "ray" and remote.workers == 2
     assert [r.id for r in remote.records] == [r.id for r in local.records]
@@ -161,14 +161,14 @@ def test_failures_and_resume_on_ray(tmp_path, ray_instance):
     spec = _spec(tmp_path, [1, 2, 3], seeds=[0, 1])
     out = tmp_path / "sweep"
     # Ray's workers cannot import this test module: every trial fails, each with that error.
-    lost = run_sweep(spec, out, backend="ray", progress=False)
+    lost = run_sweep(spec, out, backend="ray", progress=False, source=SOURCE)
     assert len(lost.failed) == 6 and not (tmp_path / "calls.jsonl").exists()
     assert all("No module named 'test_sweep'" in r.error and "\n" not in r.error
                for r in lost.failed), lost.failed[0].error
     # Shipped by value, the trial runs on the workers; the resumed sweep reruns every trial.
     ray.cloudpickle.register_pickle_by_value(sys.modules[dummy_trial.__module__])
     try:
-        result = run_sweep(spec, out, backend="ray", resume=True, progress=False)
+        result = run_sweep(spec, out, backend="ray", resume=True, progress=False, source=SOURCE)
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[dummy_trial.__module__])
     assert sorted(_calls(tmp_path)) == sorted((x, s) for x in [1, 2, 3] for s in [0, 1])
@@ -180,7 +180,7 @@ def test_failures_and_resume_on_ray(tmp_path, ray_instance):
     (tmp_path / "fail.flag").unlink()
     ray.cloudpickle.register_pickle_by_value(sys.modules[dummy_trial.__module__])
     try:
-        again = run_sweep(spec, out, backend="ray", resume=True, progress=False)
+        again = run_sweep(spec, out, backend="ray", resume=True, progress=False, source=SOURCE)
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[dummy_trial.__module__])
     assert again.ok and again.skipped == 4 and sorted(_calls(tmp_path)[6:]) == [(3, 0), (3, 1)]

@@ -134,7 +134,8 @@ def test_data_setting_errors():
 
 
 def test_paper_sweep_gives_each_data_set_its_own_schedule():
-    trials, fn = sweep_spec.expand(sweep_spec.for_experiment("wei-wd-anneal", "paper", [0]))
+    source = experiments.trial_source("wei-wd-anneal")
+    trials, fn = sweep_spec.expand(source.default_spec("paper", [0]), source)
     assert fn is wd.wd_anneal_trial
     assert [(t.params["data"], t.params["weight_decay_schedule"]) for t in trials] == [
         ("cifar10", "annealed"), ("cifar10", "fixed"), ("cifar100", "annealed"),

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from marginlab import data, models
+from marginlab.analysis import plots
 from marginlab.analysis.audit import (
     DirectionCosines,
     MonotonicityAudit,
@@ -41,6 +43,7 @@ from marginlab.errors import (
     RunDirectoryError,
 )
 from marginlab.io import storage
+from marginlab.io.report import Report
 from marginlab.progress import Progress
 
 __all__ = ["RunAnalysis", "analyze_run", "balanced_subset"]
@@ -101,8 +104,6 @@ def balanced_subset(y: Tensor, n: int | None) -> Tensor:
 
 
 def _training_set(config: dict, n: int | None) -> tuple[Tensor, Tensor]:
-    from marginlab import data
-
     entry = config.get("data")
     if not isinstance(entry, dict) or not entry.get("name"):
         raise RunDirectoryError("config.json's data entry names no data set; the KKT analysis "
@@ -135,8 +136,6 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
         RunDirectoryError: missing config or metrics.
         MarginlabError: bad arguments.
     """
-    from marginlab import models
-
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise RunDirectoryError(f"{run} has no config.json; is it a marginlab run directory?")
@@ -200,9 +199,6 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
 
 
 def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> None:
-    from marginlab.analysis import plots
-    from marginlab.io.report import Report
-
     run = result.run_dir
     name = run.name
     files = []

@@ -47,8 +47,9 @@ def build_spec(args: argparse.Namespace):
 
     from marginlab.cli.reproduce import parse_overrides
     from marginlab.errors import MarginlabError
+    from marginlab.experiments import sweep_spec
     from marginlab.io import storage
-    from marginlab.sweep import SweepSpec, for_experiment
+    from marginlab.sweep import SweepSpec
 
     seeds = None
     if args.seeds is not None:
@@ -74,7 +75,7 @@ def build_spec(args: argparse.Namespace):
         spec = SweepSpec.from_dict(raw)
         name = path.stem
     else:
-        spec = for_experiment(args.spec, args.scale or "cpu", seeds)
+        spec = sweep_spec(args.spec, args.scale or "cpu", seeds)
         if overrides:
             spec = SweepSpec.from_dict({**spec.to_dict(), "set": overrides})
         name = args.spec
@@ -84,12 +85,15 @@ def build_spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from marginlab.experiments import trial_source
     from marginlab.sweep import run_sweep
 
     spec, out = build_spec(args)
+    source = trial_source(spec.experiment) if spec.kind == "experiment" else None
     try:
         result = run_sweep(spec, out, workers=args.workers, backend=args.backend,
-                           address=args.address, resume=args.resume, overwrite=args.overwrite)
+                           address=args.address, resume=args.resume, overwrite=args.overwrite,
+                           source=source)
     except KeyboardInterrupt:
         import sys
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from marginlab.errors import MarginlabError
+from marginlab.sweep.spec import SweepSpec, TrialSource
 
-__all__ = ["Experiment", "RunRequest", "all_experiments", "get", "register"]
+__all__ = ["Experiment", "RunRequest", "all_experiments", "get", "register", "sweep_spec",
+           "trial_source"]
 
 SCALES = ("cpu", "paper")
 
@@ -87,6 +89,21 @@ class Experiment:
             settings[key] = _coerce(key, settings[key], value)
         return RunRequest(scale=scale, out=Path(out), settings=settings, **kwargs)
 
+    def settings(self, scale: str, overrides: Mapping[str, Any] | None = None) -> dict:
+        """The settings of ``scale`` with ``overrides`` applied and checked."""
+        return dict(self.request(scale, Path("."), overrides).settings)
+
+    def trial_source(self) -> TrialSource:
+        """The experiment as a sweep sees it: its trial function, settings and grid.
+
+        Raises:
+            MarginlabError: the experiment has no trial function.
+        """
+        if self.trial is None:
+            raise MarginlabError(f"experiment {self.id} has no trial function to sweep")
+        return TrialSource(id=self.id, trial=self.trial, settings=self.settings,
+                           grid=self.grid)
+
 
 def _coerce(key: str, default: Any, value: Any) -> Any:
     """Give an override the type of the setting's default (None and lists pass as they are)."""
@@ -137,3 +154,14 @@ def get(experiment_id: str) -> Experiment:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise MarginlabError(f"unknown experiment {experiment_id!r}; known: {known}")
     return _REGISTRY[experiment_id]
+
+
+def trial_source(experiment_id: str) -> TrialSource:
+    """The registered experiment ``experiment_id`` as a sweep's :class:`TrialSource`."""
+    return get(experiment_id).trial_source()
+
+
+def sweep_spec(experiment_id: str, scale: str = "cpu", seeds: list[int] | None = None
+               ) -> SweepSpec:
+    """The default sweep of a registered experiment: its ``grid`` for ``scale``."""
+    return trial_source(experiment_id).default_spec(scale, seeds)

@@ -19,6 +19,7 @@ from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
 from marginlab.io import storage
 from marginlab.progress import Progress
+from marginlab.train.spec import TrainSpec, run_training
 
 __all__ = ["prepare_output", "run_specs", "value_at_time"]
 
@@ -52,8 +53,6 @@ def prepare_output(request: RunRequest, experiment_id: str) -> Path:
 
 def _worker(spec: dict, out: str, resume: bool, threads: int) -> dict:
     import torch
-
-    from marginlab.train.spec import TrainSpec, run_training
 
     torch.set_num_threads(threads)
     result = run_training(TrainSpec.from_dict(spec), out, resume=resume, progress=False)

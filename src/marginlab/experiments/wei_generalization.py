@@ -38,12 +38,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from marginlab import data, kernels, margins, models, regularized, storage
+from marginlab import data, kernels, models, regularized
+from marginlab.core import margins
+from marginlab.core.losses import get_loss, log_loss_from_logits, log_loss_from_margins, log_sum
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.losses import get_loss, log_loss_from_logits, log_loss_from_margins, log_sum
-from marginlab.report import Report, fmt
+from marginlab.io import storage
+from marginlab.io.report import Report, fmt
 from marginlab.sweep.backends import TrialRecord
 from marginlab.sweep.spec import Trial
 

@@ -24,7 +24,7 @@ from marginlab import kernels, models, regularized, regularized_1d
 from marginlab.data.synthetic import one_dimensional, theorem43
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.report import Report
+from marginlab.io.report import Report
 
 LAMBDAS = [10.0 ** -k for k in range(2, 15)]
 VARIANTS = ("convex_start", "certified", "local", "plain")
@@ -49,7 +49,7 @@ def _versions() -> dict:
 
 
 def _append(path: Path, record: dict) -> None:
-    from marginlab import storage
+    from marginlab.io import storage
 
     storage.append_jsonl(path, record)
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from marginlab import meanfield, storage
+from marginlab import meanfield
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.plots import save_figure
-from marginlab.report import Report
+from marginlab.io import storage
+from marginlab.io.plots import save_figure
+from marginlab.io.report import Report
 
 __all__ = ["cluster_data", "run"]
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from marginlab import storage
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
@@ -44,7 +43,8 @@ from marginlab.experiments.wei_generalization import (
     raise_failures,
     run_trials,
 )
-from marginlab.report import Report, fmt
+from marginlab.io import storage
+from marginlab.io.report import Report, fmt
 
 __all__ = ["PAPER_TABLE", "PAPER_WEIGHT_DECAY", "cumulative_decay", "data_sets",
            "paper_cumulative_decay", "resolve", "run_wd_anneal", "scale_milestones",

@@ -1,5 +1,10 @@
 """Mean ± std over seeds of a sweep's results, as typed rows, a PNG with error bars and a
-report page."""
+report page.
+
+"mean ± std" has one definition in marginlab, :func:`mean_std`: the mean of the finite values
+and their sample standard deviation (ddof = 1, Bessel's correction), undefined (NaN) for fewer
+than two values.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,60 @@ from pathlib import Path
 from typing import Any
 
 from marginlab.errors import MarginlabError
+from marginlab.io.plots import save_figure
 from marginlab.io.report import Report, fmt
+from marginlab.sweep.spec import TRAIN_REPORT_KEYS
 
-__all__ = ["AggregateRow", "aggregate", "plot_rows", "write_report"]
+__all__ = ["AggregateRow", "MeanStd", "aggregate", "format_mean_std", "mean_std", "plot_rows",
+           "write_report"]
 
 MAX_PANELS = 6
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """Mean ± std of some values (see :func:`mean_std`).
+
+    Attributes:
+        mean: mean of the finite values (NaN if none).
+        std: their standard deviation with ``ddof`` (NaN if n <= ddof).
+        n: number of finite values.
+    """
+
+    mean: float
+    std: float
+    n: int
+
+    def __iter__(self):
+        return iter((self.mean, self.std, self.n))
+
+
+def mean_std(values: Iterable[Any], ddof: int = 1) -> MeanStd:
+    """Mean and standard deviation of the finite numbers among ``values``.
+
+    std = sqrt(Σ (v − mean)² / (n − ddof)); the default ddof = 1 is the sample standard deviation
+    (Bessel's correction), which marginlab uses for every "mean ± std" over seeds or trials. Sums
+    are exact-rounded (``math.fsum``). Booleans count as 0/1; non-numbers, NaN and ±inf are left
+    out.
+
+    Returns:
+        A :class:`MeanStd` (unpacks as ``mean, std, n``); std is NaN when n <= ddof, mean when
+        n = 0.
+    """
+    v = [float(a) for a in values if isinstance(a, (int, float)) and math.isfinite(a)]
+    n = len(v)
+    mean = math.fsum(v) / n if n else math.nan
+    var = math.fsum((a - mean) ** 2 for a in v) / (n - ddof) if n > ddof else math.nan
+    return MeanStd(mean=mean, std=math.sqrt(var), n=n)
+
+
+def format_mean_std(values: Iterable[Any], digits: int = 3) -> str:
+    """``mean ± std`` (:func:`mean_std`, ddof = 1) for a table: ``–`` without finite values and
+    the mean alone for one value."""
+    m = mean_std(values)
+    if not m.n:
+        return "–"
+    return fmt(m.mean, digits) if m.n == 1 else f"{fmt(m.mean, digits)} ± {fmt(m.std, 2)}"
 
 
 @dataclass(frozen=True)
@@ -96,11 +150,9 @@ def aggregate(records: Iterable[Any], *, x: str, y: str, by: Sequence[str] = (),
             if cell is None:
                 continue
             v = cell["values"]
-            n = len(v)
-            mean = math.fsum(v) / n if n else math.nan
-            var = (math.fsum((a - mean) ** 2 for a in v) / (n - ddof)) if n > ddof else math.nan
-            rows.append(AggregateRow(group=group, x=xs[xkey], y=y, n=n,
-                                     n_missing=cell["missing"], mean=mean, std=math.sqrt(var),
+            m = mean_std(v, ddof)
+            rows.append(AggregateRow(group=group, x=xs[xkey], y=y, n=m.n,
+                                     n_missing=cell["missing"], mean=m.mean, std=m.std,
                                      min=min(v) if v else math.nan,
                                      max=max(v) if v else math.nan))
     return rows
@@ -155,15 +207,11 @@ def plot_rows(panels: Mapping[str, list[AggregateRow]], path: str | os.PathLike,
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    from marginlab.io.plots import save_figure
-
     return save_figure(fig, path, title=title)
 
 
 def default_y(spec, records: Sequence[Any]) -> list[str]:
     """The result keys a report shows when the spec names none."""
-    from marginlab.sweep.spec import TRAIN_REPORT_KEYS
-
     present: dict[str, None] = {}
     for rec in records:
         for k, v in (rec.result or {}).items():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -26,9 +25,12 @@ from pathlib import Path
 
 from marginlab.errors import MarginlabError
 from marginlab.io import storage
+from marginlab.io.environment import versions
+from marginlab.progress import Progress
 from marginlab.sweep import backends
+from marginlab.sweep.aggregate import write_report
 from marginlab.sweep.backends import TrialRecord
-from marginlab.sweep.spec import SweepSpec, Trial, bind_run_dir, expand
+from marginlab.sweep.spec import SweepSpec, Trial, TrialSource, bind_run_dir, expand
 
 __all__ = ["SweepResult", "TrialRecord", "TrialsRun", "read_records", "run_sweep", "run_trials"]
 
@@ -84,7 +86,7 @@ def read_records(out: str | os.PathLike) -> list[TrialRecord]:
 def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = None,
               backend: str = "local", address: str | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool | None = None,
-              report: bool = True) -> SweepResult:
+              report: bool = True, source: TrialSource | None = None) -> SweepResult:
     """Run every trial of ``spec`` not yet finished in ``out``, appending each result to
     ``out/trials.jsonl`` as it arrives, then write the report.
 
@@ -101,6 +103,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
         overwrite: replace the sweep in ``out``.
         progress: tqdm progress bar over trials (None: only on a terminal).
         report: write ``report.html``, ``report.md`` and ``plots/sweep.png``.
+        source: the trial an experiment sweep names (see :class:`TrialSource`; an experiment
+            gives it by ``experiments.trial_source(id)``).
 
     Raises:
         MarginlabError: bad settings, or ``out`` holds something else.
@@ -113,7 +117,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
                              f"got {workers}")
     if address is not None and backend != "ray":
         raise MarginlabError("--address is for the ray backend")
-    trials, fn = expand(spec)
+    trials, fn = expand(spec, source)
     if backend == "ray":  # fail before touching the directory when Ray is not installed
         backends.import_ray()
     out = _prepare(Path(out), spec, resume=resume, overwrite=overwrite)
@@ -126,8 +130,6 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, workers: int | None = 
                          seconds=time.perf_counter() - start, backend=run.backend,
                          workers=run.workers)
     if report:
-        from marginlab.sweep.aggregate import write_report
-
         result = dataclasses.replace(result, report=write_report(spec, result))
     return result
 
@@ -161,8 +163,6 @@ def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable],
         workers, backend, address, progress: as for :func:`run_sweep`.
         desc: the progress bar's label.
     """
-    from marginlab.progress import Progress
-
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
     latest = _latest(TrialRecord.from_dict(d) for d in storage.read_jsonl(path)) if resume else {}
@@ -232,10 +232,9 @@ def _prepare(out: Path, spec: SweepSpec, *, resume: bool, overwrite: bool) -> Pa
             raise MarginlabError(f"{out} holds a sweep of {old_identity}, not of "
                                  f"{spec.identity}; use --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    from marginlab import __version__
-
+    env = versions()
     storage.write_json(marker, {"identity": spec.identity, "spec": spec.to_dict(),
-                                "marginlab": __version__, "python": platform.python_version(),
+                                "marginlab": env["marginlab"], "python": env["python"],
                                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return out
 

@@ -1,9 +1,14 @@
 """What a sweep runs: a typed spec, and the trials it expands to.
 
 A sweep evaluates one trial function on every point of a grid of settings, once per seed. The
-trial is either a registered experiment's ``trial`` (``{"experiment": "wei-f3", "scale": "cpu",
-...}``) or one training run (``{"train": {...TrainSpec fields...}, ...}``) whose result is the
-final epoch's record. Each trial has a stable id: a hash of everything its function receives.
+trial is either an experiment's ``trial`` (``{"experiment": "wei-f3", "scale": "cpu", ...}``) or
+one training run (``{"train": {...TrainSpec fields...}, ...}``) whose result is the final
+epoch's record. Each trial has a stable id, :func:`trial_id`: a hash of everything its function
+receives.
+
+The sweep knows no experiment: whoever names one (the command line, or the experiment itself)
+resolves it into a :class:`TrialSource` — the trial function and the settings it starts from —
+and hands that to :func:`expand` / :func:`~marginlab.sweep.runner.run_sweep`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 
 from marginlab.errors import MarginlabError
 from marginlab.io import storage
+from marginlab.train.spec import TrainSpec, run_training
 
-__all__ = ["ReportSpec", "SweepSpec", "Trial", "expand", "for_experiment", "load_spec",
-           "train_trial"]
+__all__ = ["ReportSpec", "SweepSpec", "Trial", "TrialSource", "expand", "load_spec",
+           "train_trial", "trial_id"]
 
 # Training metrics shown by default in a training sweep's report, when present.
 TRAIN_REPORT_KEYS = ("normalized_margin", "normalized_margin_multi", "test_acc", "train_acc",
@@ -203,49 +209,68 @@ def load_spec(path: str | Path) -> SweepSpec:
     return SweepSpec.from_dict(storage.read_json(path))
 
 
-def for_experiment(experiment_id: str, scale: str = "cpu", seeds: list[int] | None = None
-                   ) -> SweepSpec:
-    """The default sweep of a registered experiment: its ``grid`` for ``scale``."""
-    from marginlab import experiments
+@dataclass(frozen=True)
+class TrialSource:
+    """What a named trial lends a sweep (an experiment resolves itself into one).
 
-    exp = experiments.get(experiment_id)
-    if exp.trial is None:
-        raise MarginlabError(f"experiment {experiment_id} has no trial function to sweep")
-    if scale not in exp.grid:
-        raise MarginlabError(f"experiment {experiment_id} has no sweep grid for scale {scale!r}; "
-                             "write a JSON sweep spec with a 'grid'")
-    return SweepSpec.from_dict({"experiment": experiment_id, "scale": scale,
-                                "grid": {k: list(v) for k, v in exp.grid[scale].items()},
-                                "seeds": list(seeds if seeds is not None else [0, 1, 2])})
+    Attributes:
+        id: the name a spec's ``experiment`` refers to.
+        trial: runs ONE point: takes the full settings (plain JSON-able dict, with ``seed``) and
+            returns a flat dict of JSON-able results; it must be picklable for worker processes.
+        settings: ``settings(scale, overrides)`` -> the full settings of a point (the scale's
+            defaults with the overrides applied and checked).
+        grid: default sweep grid per scale: scale -> {setting: [values]}.
+    """
+
+    id: str
+    trial: Callable[[Mapping[str, Any]], dict]
+    settings: Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+    grid: Mapping[str, Mapping[str, list]] = field(default_factory=dict)
+
+    def default_spec(self, scale: str = "cpu", seeds: list[int] | None = None) -> SweepSpec:
+        """The source's default sweep: its ``grid`` for ``scale``, seeds 0, 1, 2 by default."""
+        if scale not in self.grid:
+            raise MarginlabError(f"experiment {self.id} has no sweep grid for scale {scale!r}; "
+                                 "write a JSON sweep spec with a 'grid'")
+        return SweepSpec.from_dict({"experiment": self.id, "scale": scale,
+                                    "grid": {k: list(v) for k, v in self.grid[scale].items()},
+                                    "seeds": list(seeds if seeds is not None else [0, 1, 2])})
 
 
-def expand(spec: SweepSpec) -> tuple[list[Trial], Callable[[dict], dict]]:
+def expand(spec: SweepSpec, source: TrialSource | None = None
+           ) -> tuple[list[Trial], Callable[[dict], dict]]:
     """The trials of ``spec`` (grid product in spec order, seeds innermost) and the function
     that runs one trial, ``fn(settings) -> dict``.
 
     Setting names and value types are checked here, before anything runs.
+
+    Args:
+        spec: the sweep.
+        source: the trial an experiment sweep names (``source.id == spec.experiment``); not
+            used by training sweeps.
+
+    Raises:
+        MarginlabError: a bad setting, or an experiment sweep without its source.
     """
     points = [dict(zip(spec.grid, values))
               for values in itertools.product(*spec.grid.values())]
     trials = []
     if spec.kind == "experiment":
-        from marginlab import experiments
-
-        exp = experiments.get(spec.experiment)
-        if exp.trial is None:
-            raise MarginlabError(f"experiment {exp.id} has no trial function to sweep")
-        fn = exp.trial
+        if source is None or source.id != spec.experiment:
+            raise MarginlabError(f"the sweep of experiment {spec.experiment} needs its trial "
+                                 "source (resolve the experiment before running the sweep)")
+        fn = source.trial
         for point in points:
-            settings = dict(exp.request(spec.scale, Path("."), {**spec.set, **point}).settings)
+            settings = dict(source.settings(spec.scale, {**spec.set, **point}))
             for seed in spec.seeds:
                 full = {**settings, "seed": seed}
-                key = {"experiment": exp.id, "scale": spec.scale, "settings": full}
-                trials.append(Trial(_hash(key), {**point, "seed": seed}, full))
+                key = {"experiment": source.id, "scale": spec.scale, "settings": full}
+                trials.append(Trial(trial_id(key), {**point, "seed": seed}, full))
     else:
         for point in points:
             for seed in spec.seeds:
                 full = _train_settings({**spec.train, **point, "seed": seed})
-                trials.append(Trial(_hash({"train": full}), {**point, "seed": seed}, full))
+                trials.append(Trial(trial_id({"train": full}), {**point, "seed": seed}, full))
         fn = train_trial
     return trials, fn
 
@@ -257,8 +282,6 @@ def train_trial(settings: Mapping[str, Any], run_dir: str | None = None) -> dict
     With ``run_dir`` the run is written there and continued from its last checkpoint if an
     earlier attempt was interrupted.
     """
-    from marginlab.train.spec import TrainSpec, run_training
-
     result = run_training(TrainSpec.from_dict(dict(settings)), run_dir, resume=True,
                           progress=False)
     return {**result.last, "epochs": len(result.history), "stop_reason": result.stop_reason}
@@ -276,8 +299,6 @@ def _train_settings(d: dict) -> dict:
     """The full TrainSpec of ``d`` as a dict, with every value checked against its field type
     (ints are accepted for floats and become floats, so the trial id does not depend on how a
     number was written)."""
-    from marginlab.train.spec import TrainSpec
-
     hints = typing.get_type_hints(TrainSpec)
     unknown = sorted(set(d) - set(hints))
     if unknown:
@@ -337,8 +358,11 @@ def _canonical(value: Any) -> str:
     return json.dumps(storage.to_jsonable(value), sort_keys=True, separators=(",", ":"))
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(_canonical(obj).encode("utf-8")).hexdigest()[:12]
+def trial_id(settings: Any) -> str:
+    """12 hex digits of the SHA-256 of ``settings`` written as canonical JSON (sorted keys, no
+    spaces, numpy values as plain ones): stable across runs and machines, so a resumed run knows
+    which trials are done."""
+    return hashlib.sha256(_canonical(settings).encode("utf-8")).hexdigest()[:12]
 
 
 def _require(condition: bool, message: str) -> None:
