@@ -40,10 +40,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from marginlab import margins, storage
+from marginlab.core import margins
+from marginlab.core.losses import get_loss
 from marginlab.errors import MarginlabError
-from marginlab.losses import get_loss
+from marginlab.io import plots, storage
 from marginlab.progress import Progress
+from marginlab.run_report import write_run_report
 from marginlab.train.fit import evaluate_test, finish_run, record_epoch, run_config
 from marginlab.train.rundir import RunDir
 
@@ -337,12 +339,10 @@ class Tracker:
         model = model if model is not None else self._model
         if model is not None:
             finish_run(self.run, model, self.history, self.thresholds, reason, self.last_epoch)
-        from marginlab import plots, report
-
         plots.plot_training({self.run.path.name: self.history},
                             self.run.path / "plots" / "training.png",
                             title=f"{self.run.path.name}")
-        return report.write_run_report(self.run.path)
+        return write_run_report(self.run.path)
 
     def __enter__(self) -> Tracker:
         return self

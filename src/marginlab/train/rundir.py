@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +28,7 @@ from torch import nn
 
 from marginlab.errors import RunDirectoryError
 from marginlab.io import storage
+from marginlab.io.environment import environment
 
 __all__ = ["IDENTITY_KEYS", "RunDir", "environment"]
 
@@ -38,36 +36,6 @@ __all__ = ["IDENTITY_KEYS", "RunDir", "environment"]
 # another run. The budget (epochs, time, stop target) may change on resume.
 IDENTITY_KEYS = ("model", "data", "schedule", "loss", "batch_size", "seed", "dtype",
                  "weight_decay", "snapshots_at", "margin_convention")
-
-
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment(device: str) -> dict:
-    """Versions and machine facts recorded with every run."""
-    import numpy
-
-    from marginlab import __version__
-
-    return {
-        "marginlab": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "git_commit": _git_commit(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 class RunDir:
