@@ -103,3 +103,34 @@ def test_power_three_start_stays_on_the_curve_until_it_is_repelled():
     early = res.tau < 0.5
     assert np.abs(res.psi[early]).max() < 1e-6  # invariant curve, followed for a while
     assert abs(res.psi[-1]) > 1.0 and res.valley_offset[-1] < 0.2  # then left for the valley
+
+
+def test_polar_log_time_chart_follows_the_cartesian_flow():
+    """The (s, ψ) chart in log τ against the Cartesian integration of the same flow."""
+    from marginlab.analysis.mexican_hat import simulate_polar
+
+    ref = simulate(0.5, tau_max=2e3, max_points=10**9)
+    res = simulate_polar(0.5, tau_max=1e3, tau_min=1e-2, n_points=200)
+    assert res.status == 0
+    spline = CubicSpline(ref.tau, ref.direction)
+    assert np.abs(spline(res.tau) - res.direction).max() < 1e-6
+    flow = MexicanHatFlow()
+    for r, psi in ((0.6, 0.3), (0.95, 1.4), (0.995, 1.5707)):
+        s = 1 / (1 - r * r)
+        phi = psi + s
+        uh = np.array([r * math.cos(phi), r * math.sin(phi), math.sqrt(1 - r * r)])
+        d = flow.direction_velocity(uh)
+        dr = (uh[0] * d[0] + uh[1] * d[1]) / r
+        dphi = (uh[0] * d[1] - uh[1] * d[0]) / r**2
+        ds, dpsi = flow.polar_velocity(s, psi)
+        assert ds == pytest.approx(2 * r * s * s * dr, rel=1e-9)
+        # the Cartesian form loses digits to cancellation near the valley
+        assert dpsi == pytest.approx(dphi - 2 * r * s * s * dr, rel=1e-6, abs=1e-9 * abs(dphi))
+
+
+def test_polar_chart_reaches_the_circle():
+    from marginlab.analysis.mexican_hat import simulate_polar
+
+    res = simulate_polar(0.5, tau_max=1e10, rtol=1e-8, atol=1e-10)
+    assert res.status == 0 and 1 - res.r[-1] < 0.01 and res.windings > 5
+    assert np.all(np.diff(res.smoothed_margin) >= -1e-14)

@@ -44,7 +44,7 @@ from scipy.integrate import solve_ivp
 
 from marginlab.errors import MarginlabError
 
-__all__ = ["MexicanHatFlow", "MexicanHatResult", "gradient_flow", "simulate"]
+__all__ = ["MexicanHatFlow", "MexicanHatResult", "gradient_flow", "simulate", "simulate_polar"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,37 @@ class MexicanHatFlow:
         L = self.order
         grad = rho ** (L - 1) * (L * (1.0 - f) * uh - (g - uh * (uh @ g)))
         return rho**L * (1.0 - f), grad
+
+    def polar_velocity(self, s: float, psi: float) -> tuple[float, float]:
+        """(ds/dτ, dψ/dτ) of the direction flow in the chart s = 1/(1 − r²), ψ = φ − s.
+
+        From dr/dτ = −(1 − r²) f_r and dφ/dτ = −f_φ/r² (f_r, f_φ: ∂f/∂r and ∂f/∂φ divided by
+        E = e^{−s}): ds/dτ = −2 r s f_r and dψ/dτ = C cos ψ / r² + 2 r s f_r. 1 − C and
+        1 − sin ψ are formed without cancellation, so the chart stays accurate as r → 1.
+        """
+        w2 = 1.0 / s  # 1 − r²
+        r2 = 1.0 - w2
+        r = math.sqrt(r2)
+        p = self.c_power
+        D = 4.0 * r2 * r2 + w2**p
+        C = 4.0 * r2 * r2 / D
+        one_minus_C = w2**p / D
+        dD = 16.0 * r**3 - 2.0 * p * r * w2 ** (p - 1)
+        dC = (16.0 * r**3 * D - 4.0 * r2 * r2 * dD) / (D * D)
+        sin, cos = math.sin(psi), math.cos(psi)
+        one_minus_sin = 2.0 * math.sin(0.5 * (psi - 0.5 * math.pi)) ** 2
+        F = one_minus_C + C * one_minus_sin  # 1 − C sin ψ
+        ds_dr = 2.0 * r * s * s
+        f_r = -ds_dr * F - dC * sin + C * cos * ds_dr
+        return -2.0 * r * s * f_r, C * cos / r2 + 2.0 * r * s * f_r
+
+    def polar_one_minus_c_sin(self, s: float, psi: float) -> float:
+        """1 − C(r) sin ψ at r² = 1 − 1/s, without cancellation (f = e^{−s} times this)."""
+        w2 = 1.0 / s
+        r2 = 1.0 - w2
+        D = 4.0 * r2 * r2 + w2**self.c_power
+        C = 4.0 * r2 * r2 / D
+        return w2**self.c_power / D + C * 2.0 * math.sin(0.5 * (psi - 0.5 * math.pi)) ** 2
 
     def direction_velocity(self, uh: np.ndarray) -> np.ndarray:
         """dû/dτ = −P_û (∇f/E)(û), the direction's motion in the time τ of :func:`simulate`."""
@@ -214,6 +245,56 @@ def simulate(r0: float = 0.5, *, order: float = 2.0, c_power: int = 4, tau_max: 
     return MexicanHatResult(tau=tau, direction=X, r=r, phi=phi, psi=psi,
                             smoothed_margin=1.0 - np.exp(log_f), log_f=log_f, flow=flow,
                             r0=float(r0), nfev=int(sol.nfev), status=int(sol.status))
+
+
+def simulate_polar(r0: float = 0.5, *, c_power: int = 4, order: float = 2.0,
+                   tau_max: float = 1e12, tau_min: float = 1e-3, rtol: float = 1e-10,
+                   atol: float = 1e-12, n_points: int = 4000) -> MexicanHatResult:
+    """The direction flow of :func:`simulate`, integrated in the chart (s, ψ) over log τ.
+
+    s = 1/(1 − r²) and ψ = φ − s turn the winding about the circle r = 1 into a slow drift
+    of s along the valley ψ ≈ π/2 (mod 2π), and σ = log τ lets one integration cover many
+    decades of τ (d/dσ = τ d/dτ); the valley is stiff across, so the solver is Radau.
+    The start is the theorem's (s = 1/(1 − r0²), ψ = 0); the first stretch, τ ∈ [0, tau_min],
+    is integrated in Cartesian form by :func:`simulate`.
+
+    Args:
+        r0, c_power, order: as in :func:`simulate`.
+        tau_max: end of the integration in τ.
+        tau_min: where the log-time chart takes over.
+        rtol, atol: solver tolerances (on s and ψ).
+        n_points: output points, evenly spaced in log τ.
+
+    Returns:
+        A :class:`MexicanHatResult` (τ from ``tau_min``; ``nfev`` counts both stretches).
+    """
+    if not tau_max > tau_min > 0:
+        raise MarginlabError(f"need tau_max > tau_min > 0, got {tau_max}, {tau_min}")
+    flow = MexicanHatFlow(order=order, c_power=c_power)
+    head = simulate(r0, order=order, c_power=c_power, tau_max=tau_min, rtol=rtol, atol=atol)
+    r_h, phi_h = float(head.r[-1]), float(head.phi[-1])
+    s0 = 1.0 / (1.0 - r_h * r_h)
+    state0 = [s0, phi_h - s0]
+
+    def rhs(sigma, state):
+        ds, dpsi = flow.polar_velocity(state[0], state[1])
+        tau = math.exp(sigma)
+        return [tau * ds, tau * dpsi]
+
+    sigmas = np.linspace(math.log(tau_min), math.log(tau_max), n_points)
+    sol = solve_ivp(rhs, (sigmas[0], sigmas[-1]), state0, method="Radau", rtol=rtol, atol=atol,
+                    t_eval=sigmas)
+    if sol.status < 0:
+        raise MarginlabError(f"the Mexican-hat integration failed: {sol.message}")
+    s_, psi = sol.y
+    r = np.sqrt(1.0 - 1.0 / s_)
+    phi = psi + s_
+    X = np.column_stack([r * np.cos(phi), r * np.sin(phi), np.sqrt(1.0 / s_)])
+    log_f = np.array([-si + math.log(flow.polar_one_minus_c_sin(si, pi))
+                      for si, pi in zip(s_, psi)])
+    return MexicanHatResult(tau=np.exp(sol.t), direction=X, r=r, phi=phi, psi=psi,
+                            smoothed_margin=1.0 - np.exp(log_f), log_f=log_f, flow=flow,
+                            r0=float(r0), nfev=int(sol.nfev) + head.nfev, status=int(sol.status))
 
 
 def gradient_flow(theta0: np.ndarray, t_max: float, *, n_samples: int = 1, order: float = 2.0,
