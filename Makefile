@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check -q
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test test-slow test-ray lint bench clean
 
@@ -18,6 +19,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# The tests also install the optional back ends (Ray, Lightning, TensorBoard), so that every
+# change is tested against them.
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -c constraints.txt -e ".[test,ray,lightning,tensorboard]"
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/marginlab reproduce lyu-li-mnist --scale cpu --out runs/lyu-li-mnist --overwrite
 
@@ -25,17 +32,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# The Ray backend of the sweep runner against a real local Ray instance (about a minute).
-test-ray: $(STAMP)
-	$(PIP) install -c constraints.txt -e ".[ray]"
+# All of the Ray backend's tests against a real local Ray instance, the slow ones included
+# (`make test` runs the short ones).
+test-ray: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q tests/test_sweep_ray.py
 
 bench: $(STAMP)
