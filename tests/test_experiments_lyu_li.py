@@ -1,15 +1,18 @@
 """End-to-end runs of the Lyu & Li experiments at tiny sizes (the registry, the runner, the
-report), and the refusal to overwrite."""
+report, the claims), the data check before any side effect, and the refusal to overwrite."""
 
 import json
 import pickle
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from marginlab import experiments
+from marginlab.claims import read_claims
 from marginlab.cli import main
 from marginlab.errors import MarginlabError
+from marginlab.experiments.datacheck import needs_root, not_paper_data
 
 
 def write_cifar(root, n_per_batch=4, n_test=4, seed=0):
@@ -21,43 +24,97 @@ def write_cifar(root, n_per_batch=4, n_test=4, seed=0):
     for name in names:
         n = n_test if name == "test_batch" else n_per_batch
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+                 b"labels": [int(v) % 10 for v in range(n)]}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 
-def test_lyu_li_cifar_one_epoch_end_to_end(tmp_path):
-    write_cifar(tmp_path / "data")
+CIFAR_TINY = {"n_train": 20, "n_test": 10, "epochs": 2, "seeds": 1, "workers": 2,
+              "width": 0.0625, "kkt_checkpoints": 2, "kkt_n": 20,
+              "schedules": ["constant", "loss_based"]}
+
+
+def test_lyu_li_cifar_cpu_pipeline_on_written_files(tmp_path):
+    write_cifar(tmp_path / "data", n_per_batch=10, n_test=10)
     exp = experiments.get("lyu-li-cifar")
     out = tmp_path / "out"
-    req = exp.request("cpu", out, {"n_train": 20, "n_test": 4, "epochs": 1,
-                                   "seconds_per_run": None, "workers": 2, "width": 0.0625},
-                      root=tmp_path / "data")
+    req = exp.request("cpu", out, CIFAR_TINY, root=tmp_path / "data")
+    exp.check_data(req)
     page = exp.run(req)
     assert page.exists() and (out / "report.md").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["final"]) == {"constant-bias-first", "loss_based-bias-first",
-                                     "constant-bias-none", "loss_based-bias-none"}
-    for name, last in summary["final"].items():
-        assert last["epoch"] == 1, name
-        assert np.isfinite(last["log10_loss_mean"])
+    assert len(summary["runs"]) == 2 * 2  # schedules × biases
+    for name, entry in summary["runs"].items():
+        assert entry["final"]["epoch"] == 2, name
+        assert np.isfinite(entry["final"]["log10_loss_mean"])
         assert (out / "runs" / name / "snapshots" / "model-5.safetensors").exists()
-    assert (out / "plots" / "training.png").stat().st_size > 10_000
-    # The same directory is never overwritten without --overwrite.
+        config = json.loads((out / "runs" / name / "config.json").read_text())
+        assert config["loss"] == "cross_entropy" and config["tf32"] is False
+    # 50 training images are not CIFAR-10: every claim says so, none is a verdict.
+    claims = read_claims(out)
+    assert claims and all(c.verdict == "not testable at this scale" for c in claims)
+    assert all("50 training" in c.criterion and c.experiment == "lyu-li-cifar" for c in claims)
+    assert "Not evidence about the paper" in (out / "report.md").read_text()
+    # The same directory is never overwritten without --overwrite; --resume finishes at once.
     with pytest.raises(MarginlabError, match="--resume"):
         exp.run(req)
+    exp.run(exp.request("cpu", out, CIFAR_TINY, root=tmp_path / "data", resume=True))
+    assert len(read_claims(out)) == len(claims)
+
+
+def test_missing_data_fails_in_one_line_before_any_side_effect(tmp_path, capsys):
+    out = tmp_path / "cifar"
+    assert main(["reproduce", "lyu-li-cifar", "--out", str(out)]) == 2
+    assert main(["reproduce", "lyu-li-cifar", "--out", str(out), "--root",
+                 str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["reproduce", "lyu-li-cifar", "--out", str(out), "--root",
+                 str(tmp_path / "empty")]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("marginlab reproduce: error:") for line in err)
+    assert "--root" in err[0] and "lacks" in err[2]
+
+
+def test_list_says_which_scales_need_root(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "cpu (needs --root)" in lines["lyu-li-cifar"]
+    assert "paper (needs --root)" in lines["lyu-li-mnist"]
+    assert "cpu (needs --root)" not in lines["lyu-li-mnist"]
+    assert needs_root({"data": "cifar10+cifar100"}) and not needs_root({"data": "mnist5k"})
+    assert needs_root({"mnist_data": "mnist"}) and not needs_root({"data": ["thm43"]})
+
+
+def test_not_paper_data_counts_the_images(tmp_path):
+    write_cifar(tmp_path, n_per_batch=2, n_test=3)
+    why = not_paper_data({"data": "cifar10"}, tmp_path)
+    assert "10 training and 3 test images" in why and "50000" in why
+    assert not_paper_data({"data": "mnist5k"}, None) is None
 
 
 def test_lyu_li_mnist_cli_tiny(tmp_path, capsys):
     out = tmp_path / "mnist"
     code = main(["reproduce", "lyu-li-mnist", "--out", str(out), "--set", "n_train=20",
-                 "--set", "n_test=20", "--set", "epochs=3", "--set", "seconds_per_run=null",
-                 "--set", "widths=[8]"])
+                 "--set", "n_test=20", "--set", "epochs=3", "--set", "widths=[8]",
+                 "--set", "seeds=1", "--set", "robust_n=4", "--set", "kkt_checkpoints=1"])
     assert code == 0
     assert "report:" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    assert {r["bias"] for r in summary["ratios"]} == {"first", "none"}
+    assert {p["bias"] for p in summary["pairs"]} == {"first", "none"}
+    assert all(p["epoch"] == 3 for p in summary["pairs"])
     md = (out / "report.md").read_text()
-    assert "Table 1" in md and "CPU scale" in md
+    assert "Table 1" in md and "CPU scale" in md and "equal epochs" in md
+    claims = read_claims(out)
+    sources = {c.source for c in claims}
+    assert {"Lyu & Li, Theorem 4.1 / A.7", "Lyu & Li, Figure 1 / Table 1",
+            "Lyu & Li, Theorem 4.4"} <= sources
+    loss = next(c for c in claims if c.claim.startswith("loss-based lr reaches a lower"))
+    d = [p["constant"]["log10_loss_mean"] - p["loss_based"]["log10_loss_mean"]
+         for p in summary["pairs"]]
+    assert loss.effect == pytest.approx(np.mean(d)) and loss.se == pytest.approx(stats.sem(d))
+    # Three epochs reach no snapshot model-1 (L̄ < 1e-10): Table 1's claim cannot be tested.
+    table1 = next(c for c in claims if c.source == "Lyu & Li, Theorem 4.2, Table 1")
+    assert table1.verdict == "not testable at this scale"
 
 
 def test_reproduce_errors_are_one_line(tmp_path, capsys):
@@ -68,5 +125,6 @@ def test_reproduce_errors_are_one_line(tmp_path, capsys):
     assert main(["reproduce", "lyu-li-mnist", "--out", str(tmp_path / "foreign"),
                  "--overwrite"]) == 2
     assert (tmp_path / "foreign" / "keep.txt").read_text() == "mine"
+    assert main(["reproduce", "--all", "lyu-li-mnist"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("marginlab reproduce: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("marginlab reproduce: error:") for line in err)

@@ -431,7 +431,8 @@ def test_run_directory_layout(tmp_path):
     assert config["versions"]["torch"] == torch.__version__
     assert config["versions"]["git_commit"] == _git_head()
     assert config["seed"] == 7 and config["batch_size"] is None
-    assert config["loss"] == "logistic"  # cross-entropy is the logistic loss of q̃
+    assert config["loss"] == "cross_entropy"  # the loss asked for, not its margin form
+    assert config["tf32"] is False
     assert config["schedule"] == LossBasedLR().config()
     assert config["model"]["name"] == "mlp" and config["model"]["kwargs"]["widths"] == [8]
     assert config["dtype"] == "float64" and config["epochs"] == 10

@@ -1,20 +1,26 @@
-"""``marginlab reproduce ID --scale cpu|paper``: run a registered experiment of the papers."""
+"""``marginlab reproduce ID --scale cpu|paper``: run a registered experiment of the papers;
+``marginlab reproduce --all --out DIR``: run them all and write the table of every claim."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "reproduce"
-HELP = "run a registered experiment (a paper figure or table) at cpu or paper scale"
+HELP = "run a registered experiment (a paper figure or table) at cpu or paper scale, or --all"
 ORDER = 30
 PROGRESS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", nargs="?", help="experiment id; omit with --list")
-    p.add_argument("--list", action="store_true", help="list the registered experiments")
+    p.add_argument("experiment", nargs="?", help="experiment id; omit with --list or --all")
+    p.add_argument("--list", action="store_true",
+                   help="list the registered experiments and which scales need --root")
+    p.add_argument("--all", action="store_true",
+                   help="run every registered experiment into OUT/<id>/ (resumable) and write "
+                        "OUT/index.html and OUT/index.md with the table of every claim")
     p.add_argument("--scale", choices=("cpu", "paper"), default="cpu")
-    p.add_argument("--out", default=None, help="output directory (default runs/<id>-<scale>)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default runs/<id>-<scale>, with --all runs/all-<scale>)")
     p.add_argument("--root", default=None, help="directory with the full data set files")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda for paper scale")
     p.add_argument("--seed", type=int, default=0)
@@ -41,23 +47,44 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _list() -> None:
+    from marginlab import experiments
+
+    for exp in experiments.all_experiments().values():
+        scales = ", ".join(f"{s} (needs --root)" if exp.needs_root(s) else s
+                           for s in exp.scales)
+        print(f"{exp.id:18s} {exp.title}  [{exp.reference}]  scales: {scales}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from marginlab import experiments
     from marginlab.errors import MarginlabError
 
-    if args.list or not args.experiment:
-        for exp in experiments.all_experiments().values():
-            print(f"{exp.id:18s} {exp.title}  [{exp.reference}]  scales: {', '.join(exp.scales)}")
-        if not args.list:
-            raise MarginlabError("name an experiment to run (see the list above)")
+    root = None if args.root is None else Path(args.root)
+    if args.list:
+        _list()
         return 0
+    if args.all:
+        from marginlab.experiments.suite import run_all
+
+        if args.experiment or args.set or args.overwrite:
+            raise MarginlabError("--all runs every experiment with its scale's settings; it "
+                                 "takes no experiment id, --set or --overwrite")
+        out = Path(args.out or f"runs/all-{args.scale}")
+        result = run_all(out, args.scale, device=args.device, root=root, seed=args.seed)
+        print(f"index: {result.index}")
+        return 0
+    if not args.experiment:
+        _list()
+        raise MarginlabError("name an experiment to run, or --all (see the list above)")
     exp = experiments.get(args.experiment)
     out = Path(args.out or f"runs/{exp.id}-{args.scale}")
     request = exp.request(args.scale, out, parse_overrides(args.set), device=args.device,
-                          root=None if args.root is None else Path(args.root), seed=args.seed,
-                          overwrite=args.overwrite, resume=args.resume)
+                          root=root, seed=args.seed, overwrite=args.overwrite,
+                          resume=args.resume)
+    exp.check_data(request)  # before the output directory or any worker exists
     page = exp.run(request)
     print(f"report: {page}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from marginlab.errors import MarginlabError
 from marginlab.sweep.spec import SweepSpec, TrialSource
+from marginlab.experiments import datacheck
 
 __all__ = ["Experiment", "RunRequest", "all_experiments", "get", "register", "sweep_spec",
            "trial_source"]
@@ -63,6 +64,10 @@ class Experiment:
             settings merged with a sweep point (plain JSON-able dict, including ``seed``) and
             returns a flat dict of JSON-able results; used by ``marginlab sweep``.
         grid: optional default sweep grid per scale: scale -> {setting: [values]}.
+        data_check: optional check of a request's data, raising a one-line MarginlabError
+            when it is missing; the default (:func:`~marginlab.experiments.datacheck.check_data`)
+            reads one image of every data set the settings name from files (``data`` or
+            ``*_data`` keys). It runs before anything is created (:meth:`check_data`).
     """
 
     id: str
@@ -72,6 +77,19 @@ class Experiment:
     run: Callable[[RunRequest], Path]
     trial: Callable[[Mapping[str, Any]], dict] | None = None
     grid: Mapping[str, Mapping[str, list]] = field(default_factory=dict)
+    data_check: Callable[[RunRequest], None] | None = None
+
+    def needs_root(self, scale: str) -> bool:
+        """Whether ``scale`` reads data files, so that a run needs ``--root``."""
+        return datacheck.needs_root(self.scales.get(scale, {}))
+
+    def check_data(self, request: RunRequest) -> None:
+        """Raise a one-line MarginlabError when the data of ``request`` is missing; call it
+        before creating the output directory or starting workers."""
+        if self.data_check is not None:
+            self.data_check(request)
+        else:
+            datacheck.check_data(self.id, request.scale, request.settings, request.root)
 
     def request(self, scale: str, out: Path, overrides: Mapping[str, Any] | None = None,
                 **kwargs) -> RunRequest:

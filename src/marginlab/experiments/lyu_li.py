@@ -1,193 +1,239 @@
-"""Lyu & Li, Figure 1 and Table 1: margins of CNNs trained with constant vs loss-based rates.
+"""Lyu & Li, Figure 1, Table 1 and Figure 8: margins of networks trained with constant vs
+loss-based rates, and the robustness of their snapshots.
 
-``lyu-li-mnist`` trains bias {first, none} × schedule {constant, loss-based} and reports the loss,
-the normalized margins and the loss-threshold snapshots next to the paper's Table 1.
+``lyu-li-mnist`` trains schedule {constant, loss-based, loss-based + momentum} × bias {first,
+none} × seeds for a fixed number of epochs (never a wall-clock budget, so a seed gives the same
+numbers on any machine), compares the schedules at equal epochs (and, second, at equal wall
+time), follows the KKT residual along the loss-based runs, attacks the snapshots model-1 …
+model-5, and writes ``claims.json`` with computed verdicts (:mod:`.lyu_li_claims`).
 ``lyu-li-cifar`` is the same procedure for VGG-16 on CIFAR-10 (Figures 5 and 6).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+from marginlab import claims as claims_mod
 from marginlab import run_report as report
 from marginlab.experiments import Experiment, RunRequest, register
+from marginlab.experiments import lyu_li_measure as measure
+from marginlab.experiments.datacheck import check_data, not_paper_data
+from marginlab.experiments.lyu_li_claims import claims_from_summary
+from marginlab.experiments.lyu_li_report import write_report
 from marginlab.experiments.runs import prepare_output, run_specs, value_at_time
-from marginlab.io import plots
-from marginlab.io.report import Report
-from marginlab.io.storage import read_jsonl, write_json
+from marginlab.io.storage import read_json, read_jsonl, write_json
 
-PAPER_TABLE1 = [  # Lyu & Li, Table 1: CNN without bias, full MNIST, loss-based schedule
-    ["model-1", 38, -10.04, 5.65e-5, 1.0, 0.993],
-    ["model-2", 75, -15.12, 9.50e-5, 1.0, 0.993],
-    ["model-3", 107, -20.07, 1.30e-4, 1.0, 0.993],
-    ["model-4", 935, -120.01, 4.61e-4, 1.0, 0.992],
-    ["model-5", 10000, -881.51, 1.18e-3, 1.0, 0.991],
-]
+SCHEDULES = ("constant", "loss_based", "loss_based_momentum")
+
+_COMMON = {"batch_size": 100, "alpha0": 0.1, "kkt_tau": 0.01, "allow_tf32": False,
+           "schedules": list(SCHEDULES), "biases": ["first", "none"]}
 
 MNIST_SCALES = {
     "cpu": {
         # A bias-free 3-layer MLP (homogeneous of order 3) on 200 images of the bundled MNIST
         # subset: the paper's procedure (SGD, batch 100, both schedules) at CPU cost.
-        "model": "mlp", "widths": [64, 64], "width": 1.0, "data": "mnist5k", "n_train": 200,
-        "n_test": 1000, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 1000000,
-        "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
-        "trajectory_every": 100, "extra_schedules": [],
+        **_COMMON, "model": "mlp", "widths": [64, 64], "width": 1.0, "data": "mnist5k",
+        "n_train": 200, "n_test": 1000, "lr": 0.01, "epochs": 2000, "seeds": 3, "workers": 2,
+        "kkt_checkpoints": 8, "kkt_n": None, "robust_n": 200,
+        "robust_splits": ["train", "test"], "certificates": ["global", "row"],
     },
     "paper": {
-        "model": "mnist_cnn", "widths": [], "width": 1.0, "data": "mnist", "n_train": None,
-        "n_test": None, "batch_size": 100, "lr": 0.01, "alpha0": 0.1, "epochs": 10000,
-        "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
-        "trajectory_every": 500, "extra_schedules": [],
+        **_COMMON, "model": "mnist_cnn", "widths": [], "width": 1.0, "data": "mnist",
+        "n_train": None, "n_test": None, "lr": 0.01, "epochs": 10000, "seeds": 3, "workers": 1,
+        "kkt_checkpoints": 20, "kkt_n": 2000, "robust_n": 1000,
+        "robust_splits": ["train", "test"], "certificates": ["global", "row", "local"],
     },
 }
 
 CIFAR_SCALES = {
     "cpu": {
-        "model": "vgg16", "widths": [], "width": 0.125, "data": "cifar10", "n_train": 500,
-        "n_test": 500, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 1000000,
-        "seconds_per_run": 120.0, "workers": 2, "biases": ["first", "none"],
-        "trajectory_every": 100, "extra_schedules": [],
+        **_COMMON, "model": "vgg16", "widths": [], "width": 0.125, "data": "cifar10",
+        "n_train": 500, "n_test": 500, "lr": 0.1, "epochs": 100, "seeds": 2, "workers": 2,
+        "kkt_checkpoints": 5, "kkt_n": 200, "robust_n": 0, "robust_splits": ["test"],
+        "certificates": ["global", "row"],
     },
     "paper": {
-        "model": "vgg16", "widths": [], "width": 1.0, "data": "cifar10", "n_train": None,
-        "n_test": None, "batch_size": 100, "lr": 0.1, "alpha0": 0.1, "epochs": 10000,
-        "seconds_per_run": None, "workers": 1, "biases": ["first", "none"],
-        "trajectory_every": 500, "extra_schedules": [],
+        **_COMMON, "model": "vgg16", "widths": [], "width": 1.0, "data": "cifar10",
+        "n_train": None, "n_test": None, "lr": 0.1, "epochs": 10000, "seeds": 3, "workers": 1,
+        "kkt_checkpoints": 20, "kkt_n": 1000, "robust_n": 0, "robust_splits": ["test"],
+        "certificates": ["global", "row", "local"],
     },
 }
 
 
-def _specs(request: RunRequest) -> dict[str, dict]:
+def run_name(schedule: str, bias: str, seed: int) -> str:
+    return f"{schedule}-bias-{bias}-seed{seed}"
+
+
+def _schedule(name: str, s: dict) -> dict:
+    if name == "constant":
+        return {"name": "constant", "lr": s["lr"]}
+    if name == "loss_based":
+        return {"name": "loss_based", "alpha0": s["alpha0"]}
+    return {"name": name}
+
+
+def seeds(request: RunRequest) -> list[int]:
+    return [request.seed + i for i in range(int(request.settings["seeds"]))]
+
+
+def specs(request: RunRequest) -> dict[str, dict]:
+    """name -> TrainSpec dict of every run: schedules × biases × seeds, all for the same epochs."""
     s = request.settings
-    specs = {}
-    for bias in s["biases"]:
-        # Any registered schedule can join the comparison: --set extra_schedules='["NAME"]'.
-        for sched in ("constant", "loss_based", *s.get("extra_schedules", [])):
-            if sched == "constant":
-                schedule = {"name": "constant", "lr": s["lr"]}
-            elif sched == "loss_based":
-                schedule = {"name": "loss_based", "alpha0": s["alpha0"]}
-            else:
-                schedule = {"name": sched}
-            specs[f"{sched}-bias-{bias}"] = {
-                "model": s["model"], "bias": bias, "widths": list(s["widths"]),
-                "width": s["width"], "data": s["data"],
-                "root": None if request.root is None else str(request.root),
-                "n_train": s["n_train"], "n_test": s["n_test"], "schedule": schedule,
-                "epochs": s["epochs"], "batch_size": s["batch_size"], "seed": request.seed,
-                "device": request.device, "max_time": s["seconds_per_run"],
-                "margin_convention": "homogeneous",
-                "trajectory_every": s.get("trajectory_every"),
-            }
-    return specs
+    every = max(1, int(s["epochs"]) // max(1, int(s["kkt_checkpoints"])))
+    out = {}
+    for seed in seeds(request):
+        for bias in s["biases"]:
+            for sched in s["schedules"]:
+                out[run_name(sched, bias, seed)] = {
+                    "model": s["model"], "bias": bias, "widths": list(s["widths"]),
+                    "width": s["width"], "data": s["data"],
+                    "root": None if request.root is None else str(request.root),
+                    "n_train": s["n_train"], "n_test": s["n_test"],
+                    "schedule": _schedule(sched, s), "epochs": s["epochs"],
+                    "batch_size": s["batch_size"], "seed": seed, "device": request.device,
+                    "max_time": None, "margin_convention": "homogeneous",
+                    "trajectory_every": every, "allow_tf32": bool(s["allow_tf32"]),
+                }
+    return out
 
 
-def _describe(s: dict) -> str:
-    if s["model"] == "mlp":
-        net = f"a bias-free MLP 784-{'-'.join(map(str, s['widths']))}-10 (ReLU, order " \
-              f"{len(s['widths']) + 1})"
-    else:
-        net = f"{s['model']} (width ×{s['width']})"
-    n = "all" if s["n_train"] is None else s["n_train"]
-    budget = ("until the epoch budget" if s["seconds_per_run"] is None
-              else f"for {s['seconds_per_run']:g} s of wall-clock time each")
-    return (f"Trained {net} on {n} training images of {s['data']} (test: "
-            f"{'all' if s['n_test'] is None else s['n_test']} images), SGD with batch size "
-            f"{s['batch_size']}, no momentum, He-normal init; constant lr {s['lr']:g} vs the "
-            f"loss-based schedule (α0 = {s['alpha0']:g}, up 2^(1/5), down 2^(1/10)); bias modes "
-            f"{', '.join(s['biases'])}; {budget}, {s['workers']} runs at a time, one thread each.")
+def _run_entry(name: str, spec: dict, records: list[dict], run_dir: Path) -> dict:
+    from marginlab.analysis import audit_monotonicity
+
+    snaps = {row[0]: {"epoch": row[1], "log10_loss_mean": row[2],
+                      "normalized_margin_multi": row[3], "normalized_margin": row[4],
+                      "smoothed_margin_multi": _at_epoch(records, row[1], "smoothed_margin_multi"),
+                      "train_acc": row[5], "test_acc": row[6]}
+             for row in report.snapshot_rows(run_dir)}
+    audits = [a.as_dict() for a in audit_monotonicity(records, "cross_entropy")]
+    for a in audits:
+        a.pop("decrease_epochs", None)
+    return {"schedule": spec["schedule"]["name"], "bias": spec["bias"], "seed": spec["seed"],
+            "final": records[-1] if records else {}, "snapshots": snaps, "monotonicity": audits,
+            "retries": sum(r.get("retries", 0) for r in records),
+            "wall_time": records[-1]["wall_time"] if records else math.nan}
 
 
-def _run(request: RunRequest, experiment_id: str, title: str) -> Path:
-    out = prepare_output(request, experiment_id)
+def _at_epoch(records: list[dict], epoch, key: str) -> float:
+    return measure.value_at_epoch(records, key, int(epoch)) if epoch is not None else math.nan
+
+
+KEYS = ("log10_loss_mean", "normalized_margin_multi", "smoothed_margin_multi")
+
+
+def _pairs(request: RunRequest, runs: dict[str, list[dict]]) -> list[dict]:
+    """Loss-based vs constant at equal epochs (primary) and at equal wall time (second view)."""
+    s, e = request.settings, int(request.settings["epochs"])
+    pairs = []
+    for seed in seeds(request):
+        for bias in s["biases"]:
+            lb, c = runs.get(run_name("loss_based", bias, seed)), runs.get(
+                run_name("constant", bias, seed))
+            if not lb or not c or lb[-1]["epoch"] < e or c[-1]["epoch"] < e:
+                continue
+            t = min(lb[-1]["wall_time"], c[-1]["wall_time"])
+            level = c[-1]["smoothed_margin_multi"]
+            pairs.append({
+                "seed": seed, "bias": bias, "epoch": e,
+                "loss_based": {k: measure.value_at_epoch(lb, k, e) for k in KEYS},
+                "constant": {k: measure.value_at_epoch(c, k, e) for k in KEYS},
+                "wall_time": t,
+                "loss_based_at_time": {k: value_at_time(lb, k, t) for k in KEYS},
+                "constant_at_time": {k: value_at_time(c, k, t) for k in KEYS},
+                "constant_final_smoothed": level,
+                "loss_based_epochs_to_constant_final":
+                    measure.epochs_to_reach(lb, "smoothed_margin_multi", level),
+            })
+    return pairs
+
+
+def _training_points(request: RunRequest):
+    from marginlab import data
+    from marginlab.analysis.run import balanced_subset
+
+    s = request.settings
+    split = data.load(s["data"], request.root, n_train=s["n_train"], n_test=s["n_test"])
+    X, y = split.train
+    keep = balanced_subset(y, s["kkt_n"])
+    return split, X[keep], y[keep]
+
+
+def _measure(request: RunRequest, out: Path, names: list[str]) -> tuple[dict, dict]:
+    """KKT residuals along the loss-based runs and robustness of their snapshots; each run's
+    results are kept in ``out/measure/`` so a resumed experiment does not measure twice."""
+    from marginlab.device import configure
+
+    s = request.settings
+    configure(request.device, allow_tf32=bool(s["allow_tf32"]))
+    split, X, y = _training_points(request)
+    kkt_series, robust = {}, {}
+    folder = out / "measure"
+    for name in names:
+        if not name.startswith("loss_based-"):
+            continue
+        path = folder / f"kkt-{name}.json"
+        if not path.exists():
+            write_json(path, measure.kkt_along_run(out / "runs" / name, X, y, s["kkt_tau"]))
+        kkt_series[name] = read_json(path)
+        if s["robust_n"] > 0 and "-bias-none-" in name:
+            path = folder / f"robustness-{name}.json"
+            if not path.exists():
+                write_json(path, measure.robustness_of_snapshots(
+                    out / "runs" / name, split, splits=s["robust_splits"], n=s["robust_n"],
+                    certificates=s["certificates"], device=request.device, seed=request.seed))
+            robust[name] = read_json(path)
+    paired = {sp: measure.paired_robustness(robust, sp) for sp in s["robust_splits"]} \
+        if robust else {}
+    per_snapshot = {name: {sp: {k: v["summary"] for k, v in entry["snapshots"].items()}
+                           for sp, entry in res.items()} for name, res in robust.items()}
+    kkt = {"tau": s["kkt_tau"], "n": int(y.numel()), "series": kkt_series,
+           "trend": measure.kkt_trend(kkt_series)}
+    return kkt, {"per_snapshot": per_snapshot, "paired": paired}
+
+
+def _run(request: RunRequest, experiment_id: str, title: str, variant: str) -> Path:
     s = dict(request.settings)
-    specs = _specs(request)
-    per_run = s["seconds_per_run"]
-    waves = math.ceil(len(specs) / max(1, s["workers"]))
-    run_specs(specs, out, workers=s["workers"], resume=request.resume,
-              expected_seconds=None if per_run is None else per_run * waves)
-    runs = {name: read_jsonl(out / "runs" / name / "metrics.jsonl") for name in specs}
-    plot_dir = out / "plots"
-    plots.plot_training(runs, plot_dir / "training.png", title=title)
-    plots.plot_margin_vs_time(runs, plot_dir / "margin_vs_time.png", title=title)
-    for name in specs:
+    check_data(experiment_id, request.scale, s, request.root)
+    out = prepare_output(request, experiment_id)
+    not_evidence = not_paper_data(s, request.root)
+    all_specs = specs(request)
+    run_specs(all_specs, out, workers=s["workers"], resume=request.resume)
+    runs = {name: read_jsonl(out / "runs" / name / "metrics.jsonl") for name in all_specs}
+    for name in all_specs:
         report.write_run_report(out / "runs" / name)
-
-    rep = Report(title)
-    if request.scale == "cpu":
-        rep.paragraph("CPU scale: a smaller network and data set than the paper's, run on this "
-                      "machine; compare the shape of the results, not the absolute numbers.",
-                      note=True)
-    rep.paragraph(_describe(s))
-    rep.heading("Summary")
-    rows = []
-    for name, recs in runs.items():
-        if recs:
-            last = recs[-1]
-            rows.append([name, last["epoch"], last["wall_time"], last["log10_loss_mean"],
-                         last["normalized_margin_multi"], last["smoothed_margin_multi"],
-                         last["train_acc"], last.get("test_acc"),
-                         sum(r["retries"] for r in recs)])
-    rep.table(["run", "epochs", "wall s", "log10 loss", "normalized margin (multi)",
-               "smoothed margin (multi)",
-               "train acc", "test acc", "rolled-back epochs"], rows)
-    ratios = []
-    for bias in s["biases"]:
-        lb, const = runs.get(f"loss_based-bias-{bias}"), runs.get(f"constant-bias-{bias}")
-        if lb and const:
-            t = min(lb[-1]["wall_time"], const[-1]["wall_time"])
-            m_lb = value_at_time(lb, "normalized_margin_multi", t)
-            m_c = value_at_time(const, "normalized_margin_multi", t)
-            ratio = m_lb / m_c if m_c > 0 else math.inf
-            ratios.append({"bias": bias, "wall_time": t, "loss_based": m_lb, "constant": m_c,
-                           "ratio": ratio, "loss_based_log10_loss":
-                               value_at_time(lb, "log10_loss_mean", t)})
-    if ratios:
-        rep.heading("Loss-based vs constant learning rate at equal wall time")
-        rep.table(["bias", "at wall s", "margin (multi), loss-based", "margin (multi), constant",
-                   "ratio",
-                   "log10 loss, loss-based"],
-                  [[r["bias"], r["wall_time"], r["loss_based"], r["constant"], r["ratio"],
-                    r["loss_based_log10_loss"]] for r in ratios])
-        rep.paragraph("Paper (Figure 1, full MNIST, 10000 epochs): the loss-based schedule's "
-                      "normalized margin is about 6.5x the constant rate's (1.18e-3 vs 1.8e-4).")
-    rep.image("plots/training.png", "training curves")
-    rep.image("plots/margin_vs_time.png", "margin vs wall time")
-    lb_none = f"loss_based-bias-{s['biases'][-1]}"
-    snaps = report.snapshot_rows(out / "runs" / lb_none)
-    rep.heading(f"Snapshots of {lb_none} (Table 1 style)")
-    if snaps:
-        rep.table(report.SNAPSHOT_HEADERS, snaps)
-    rep.paragraph("Paper, Table 1 (CNN without bias, full MNIST, loss-based schedule):")
-    rep.table(["snapshot", "epoch", "log10 train loss", "normalized margin", "train acc",
-               "test acc"], PAPER_TABLE1)
-    rep.heading("Runs")
-    for name in specs:
-        rep.raw(f'<p><a href="runs/{name}/report.html">{name}</a></p>',
-                f"- [{name}](runs/{name}/report.md)\n")
-    write_json(out / "summary.json", {"experiment": experiment_id, "scale": request.scale,
-                                      "settings": s, "ratios": ratios,
-                                      "final": {k: (v[-1] if v else None)
-                                                for k, v in runs.items()}})
-    return rep.write(out)
+    kkt, robust = _measure(request, out, list(all_specs))
+    summary = {
+        "experiment": experiment_id, "scale": request.scale, "settings": s,
+        "epochs": int(s["epochs"]), "seeds": seeds(request), "not_evidence": not_evidence,
+        "runs": {n: _run_entry(n, all_specs[n], runs[n], out / "runs" / n) for n in all_specs},
+        "pairs": _pairs(request, runs), "kkt": kkt, "robustness": robust,
+    }
+    claims = [dataclasses.replace(c, experiment=experiment_id)
+              for c in claims_from_summary(summary, variant=variant)]
+    write_json(out / "summary.json", summary)
+    page = write_report(out, title, request, summary, runs, claims)
+    claims_mod.write_claims(out, experiment_id, claims)
+    return page
 
 
 def run_mnist(request: RunRequest) -> Path:
     return _run(request, "lyu-li-mnist",
-                "Lyu & Li, Figure 1 / Table 1: normalized margin under constant vs loss-based "
-                "learning rates (MNIST)")
+                "Lyu & Li, Figure 1 / Table 1 / Figure 8: normalized margin under constant vs "
+                "loss-based learning rates, and robustness of the snapshots (MNIST)", "mnist")
 
 
 def run_cifar(request: RunRequest) -> Path:
     return _run(request, "lyu-li-cifar",
                 "Lyu & Li, Figures 5–6: VGG-16 under constant vs loss-based learning rates "
-                "(CIFAR-10)")
+                "(CIFAR-10)", "cifar")
 
 
-register(Experiment(id="lyu-li-mnist", title="CNN on MNIST, constant vs loss-based lr",
-                    reference="Lyu & Li, Figure 1, Table 1, Appendix K.1", scales=MNIST_SCALES,
-                    run=run_mnist))
+register(Experiment(id="lyu-li-mnist", title="MNIST, constant vs loss-based lr, robustness",
+                    reference="Lyu & Li, Figure 1, Table 1, Figure 8, Appendix K",
+                    scales=MNIST_SCALES, run=run_mnist))
 register(Experiment(id="lyu-li-cifar", title="VGG-16 on CIFAR-10, constant vs loss-based lr",
                     reference="Lyu & Li, Figures 5-6, Appendix K.1", scales=CIFAR_SCALES,
                     run=run_cifar))

@@ -7,7 +7,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_training", "plot_margin_vs_time"]
+__all__ = ["LINESTYLES", "MARKERS", "coincidence_note", "coinciding", "plot_margin_vs_time",
+           "plot_training"]
+
+# Each series gets its own colour, line style and marker, so that a series lying on another
+# stays visible (the markers are spread along the line; see ``_style``).
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
 
 
 def _mpl():
@@ -38,6 +44,45 @@ def _null_formatter():
     return NullFormatter()
 
 
+def _style(i: int, n_points: int) -> dict:
+    """Line style and marker of the i-th series; about 12 markers per line, offset per series."""
+    every = max(1, n_points // 12)
+    return {"ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)],
+            "markevery": (min(i * max(1, every // 5), every - 1) if every > 1 else 0, every),
+            "markersize": 4, "markerfacecolor": "none"}
+
+
+def coinciding(runs: Mapping[str, Sequence[dict]], key: str = "log10_loss_mean",
+               rtol: float = 0.01) -> list[tuple[str, str]]:
+    """Pairs of series whose ``key`` agrees within ``rtol`` (relative to the series' range) at
+    every shared epoch: lines that would hide one another without distinct styles."""
+    series = {}
+    for name, records in runs.items():
+        xs, ys = _series(records, key)
+        series[name] = dict(zip(xs, ys))
+    names, out = list(series), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(set(series[a]) & set(series[b]))
+            if len(shared) < 2:
+                continue
+            va = [series[a][e] for e in shared]
+            vb = [series[b][e] for e in shared]
+            span = max(max(va) - min(va), max(vb) - min(vb), 1e-300)
+            if max(abs(x - y) for x, y in zip(va, vb)) <= rtol * span:
+                out.append((a, b))
+    return out
+
+
+def coincidence_note(runs: Mapping[str, Sequence[dict]]) -> str:
+    """One sentence for a caption: which series coincide in the loss plot, or that none do."""
+    pairs = coinciding(runs)
+    if not pairs:
+        return "No two loss curves coincide within 1% of their range."
+    return ("These loss curves coincide within 1% of their range (their markers tell them "
+            "apart): " + "; ".join(f"{a} and {b}" for a, b in pairs) + ".")
+
+
 def _series(records: Sequence[dict], key: str, *, positive: bool = False
             ) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -66,7 +111,7 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
          True, "linear"),
         ("normalized_margin_multi", "normalized margin (per-layer norms), > 0", True, "linear"),
         ("normalized_margin", "normalized margin q_min / ρ^L, > 0", True, "linear"),
-        ("train_acc", "accuracy (solid: train, dashed: test)", True, "linear"),
+        ("train_acc", "accuracy (train; thin dotted: test)", True, "linear"),
         ("alpha", "relative step α(t) (loss-based schedule)", True, "log"),
     ]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -76,10 +121,12 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
             xs, ys = _series(records, key, positive="margin" in key)
             if key == "alpha" and not ys:
                 continue
-            ax.plot(xs, ys, color=c, label=name, lw=1.4)
+            style = _style(i, len(xs))
+            ax.plot(xs, ys, color=c, label=name, lw=1.4, **style)
             if key == "train_acc":
                 tx, ty = _series(records, "test_acc")
-                ax.plot(tx, ty, color=c, ls="--", lw=1.2)
+                ax.plot(tx, ty, color=c, lw=0.8, alpha=0.6,
+                        **{**_style(i, len(tx)), "ls": (0, (1, 2))})
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
         if logx:
@@ -100,10 +147,11 @@ def plot_margin_vs_time(runs: Mapping[str, Sequence[dict]], path: str | os.PathL
     compute."""
     plt = _mpl()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, records in runs.items():
+    for i, (name, records) in enumerate(runs.items()):
         t = [r["wall_time"] for r in records]
-        axes[0].plot(t, [r["normalized_margin_multi"] for r in records], label=name)
-        axes[1].plot(t, [r["log10_loss_mean"] for r in records], label=name)
+        style = _style(i, len(t))
+        axes[0].plot(t, [r["normalized_margin_multi"] for r in records], label=name, **style)
+        axes[1].plot(t, [r["log10_loss_mean"] for r in records], label=name, **style)
     axes[0].set_title("normalized margin (per-layer norms) vs wall time", fontsize=10)
     axes[1].set_title("log10 mean training loss vs wall time", fontsize=10)
     for ax in axes:

@@ -323,7 +323,7 @@ def fit_fast(
     full_batch = batch_size is None or batch_size >= n
     config = run_config(
         model, test, n=n, data_info=data_info, extra_config=extra_config,
-        schedule=schedule.config(), loss=getattr(loss_fn, "name", str(loss)),
+        schedule=schedule.config(), loss=loss if isinstance(loss, str) else loss_fn.name,
         batch_size=batch_size, seed=seed, weight_decay=None, snapshots_at=thresholds,
         margin_convention=margin_convention, epochs=epochs, max_time=max_time,
         max_cpu_time=max_cpu_time, stop_at_log10_loss=stop_at_log10_loss, device=device)

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from marginlab.core import margins, targets
 from marginlab.core.losses import Loss, get_loss, log_loss_from_logits, log_loss_from_margins
+from marginlab.device import configure as configure_device
+from marginlab.device import tf32_enabled
 from marginlab.errors import MarginlabError
 from marginlab.io import storage
 from marginlab.progress import Progress
@@ -184,7 +186,7 @@ def fit(
     bs = n if batch_size is None else min(batch_size, n)
     config = run_config(
         model, test, n=n, data_info=data_info, extra_config=extra_config,
-        schedule=schedule.config(), loss=getattr(loss_fn, "name", str(loss)),
+        schedule=schedule.config(), loss=loss if isinstance(loss, str) else loss_fn.name,
         batch_size=batch_size, seed=seed,
         weight_decay=None if weight_decay is None else weight_decay.config(),
         snapshots_at=thresholds, margin_convention=margin_convention, epochs=epochs,
@@ -300,6 +302,7 @@ def prepare_data(model: nn.Module, train: tuple[Tensor, Tensor],
     if test is not None:
         margins.validate_data(*test)
     dtype = next(model.parameters()).dtype
+    configure_device(device)  # TF32 off on CUDA unless allowed explicitly
     model.to(device)
     X_dev, y_raw = X.to(device=device, dtype=dtype), y.to(device)
     if X_dev.dim() == 4 and X_dev.device.type == "cpu":
@@ -322,6 +325,7 @@ def run_config(model: nn.Module, test: tuple[Tensor, Tensor] | None, *, n: int,
                                    "n_test": None if test is None else len(test[1])}),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         **fields,
+        "tf32": tf32_enabled(device),
         "versions": environment(device),
         **dict(extra_config or {}),
     }
