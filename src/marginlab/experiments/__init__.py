@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from marginlab.errors import MarginlabError
-from marginlab.sweep.spec import SweepSpec, TrialSource
 from marginlab.experiments import datacheck
+from marginlab.sweep.spec import SweepSpec, TrialSource
 
 __all__ = ["Experiment", "RunRequest", "all_experiments", "get", "register", "sweep_spec",
            "trial_source"]

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from marginlab.claims import paired_effect
@@ -115,12 +114,11 @@ def kkt_trend(series: Mapping[str, list[dict]]) -> dict:
 
 
 def _points(split, which: str, n: int) -> tuple[Tensor, Tensor, list[int]]:
-    from marginlab.cli.attack import balanced_subset
+    from marginlab.analysis.run import balanced_subset
 
     X, y = split.train if which == "train" else split.test
     idx = balanced_subset(y, n)
-    t = torch.from_numpy(idx)
-    return X[t], y[t], idx.tolist()
+    return X[idx], y[idx], idx.tolist()
 
 
 def robustness_of_snapshots(run_dir: Path, split, *, splits: Sequence[str], n: int,

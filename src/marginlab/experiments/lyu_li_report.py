@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from marginlab import run_report
-from marginlab.io import plots
-from marginlab.io.report import Report
 from marginlab.claims import Claim, paired_effect, render_table_html, render_table_md
 from marginlab.experiments import RunRequest
+from marginlab.io import plots
+from marginlab.io.report import Report
 
 __all__ = ["PAPER_TABLE1", "write_report"]
 

@@ -18,7 +18,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from marginlab.io import storage
 from marginlab.claims import (
     CLAIMS_FILE,
     Claim,
@@ -29,6 +28,7 @@ from marginlab.claims import (
 )
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, all_experiments
+from marginlab.io import storage
 
 __all__ = ["ExperimentOutcome", "SuiteResult", "run_all", "write_index"]
 
@@ -42,7 +42,8 @@ class ExperimentOutcome:
     Attributes:
         id: experiment id.
         status: ``done`` (ran now), ``skipped`` (claims already there), ``failed``,
-            ``no data`` (the data check failed before anything was created), ``no scale``.
+            ``no data`` (the data check failed before anything was created), ``no scale``,
+            ``no claims`` (it ran but wrote no ``claims.json``).
         seconds: wall time spent on it now (0 when skipped).
         message: the error, for ``failed`` and ``no data``.
         claims: its claims (for a failure, one ``not testable`` claim saying why).
@@ -114,8 +115,9 @@ def _one(exp: Experiment, out: Path, scale: str, *, device: str, root: Path | No
     seconds = time.perf_counter() - start
     claims = _finished(folder)
     if claims is None:
-        return ExperimentOutcome(exp.id, "failed", seconds, "wrote no claims.json",
-                                 _failure(exp, "the experiment ran but wrote no claims.json"))
+        return ExperimentOutcome(exp.id, "no claims", seconds, "wrote no claims.json",
+                                 _failure(exp, "the experiment ran but wrote no claims.json, "
+                                               "so none of its claims has a verdict"))
     return ExperimentOutcome(exp.id, "done", seconds, "", claims)
 
 
