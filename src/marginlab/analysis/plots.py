@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from marginlab.analysis.audit import DirectionCosines, MonotonicityAudit
 from marginlab.analysis.mexican_hat import MexicanHatResult
 from marginlab.analysis.rates import RateFit, log_flow_times
 
-__all__ = ["plot_direction", "plot_kkt", "plot_mexican_hat", "plot_rates",
+__all__ = ["plot_direction", "plot_kkt", "plot_kkt_fall", "plot_mexican_hat", "plot_rates",
            "plot_smoothed_margin"]
 
 
@@ -178,16 +178,22 @@ def plot_direction(cos: DirectionCosines, path: str | os.PathLike, *, title: str
 
 
 def plot_mexican_hat(results: Sequence[MexicanHatResult], path: str | os.PathLike) -> Path:
-    """Appendix J: the direction (u, v) spiralling to the unit circle, ψ settling in the
-    valley, w = z/ρ → 0, and log(1 − γ̃) = log f falling (γ̃ non-decreasing)."""
+    """Appendix J: the direction (u, v) spiralling to the unit circle, 1 − r → 0 while the
+    turns grow, ψ settling in the valley, and log(1 − γ̃) = log f falling (γ̃ non-decreasing)."""
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
     theta = np.linspace(0, 2 * np.pi, 400)
     ax = axes[0, 0]
     ax.plot(np.cos(theta), np.sin(theta), "k--", lw=1, label="circle x² + y² = 1, z = 0")
-    for i, res in enumerate(results):
-        ax.plot(res.direction[:, 0], res.direction[:, 1], "-", lw=0.9, color=f"C{i}",
-                label=f"p = {res.flow.c_power}: {res.windings:.1f} turns, r → {res.r[-1]:.3f}")
+    for i in reversed(range(len(results))):  # the first result drawn last, on top
+        res = results[i]
+        # resample evenly in the angle: outputs spaced in log τ are turns apart late on
+        phi = np.linspace(res.phi[0], res.phi[-1], max(2000, int(200 * abs(res.windings))))
+        r = np.interp(phi, res.phi, res.r) if np.all(np.diff(res.phi) > 0) else None
+        u, v = ((r * np.cos(phi), r * np.sin(phi)) if r is not None
+                else (res.direction[:, 0], res.direction[:, 1]))
+        ax.plot(u, v, "-", lw=0.6 if i else 0.8, color=f"C{i}", alpha=0.6 if i else 1.0,
+                label=f"p = {res.flow.c_power}: {res.windings:.1f} turns, r → {res.r[-1]:.4f}")
         ax.plot(*res.direction[0, :2], "o", color=f"C{i}")
     ax.set_aspect("equal")
     ax.set_xlabel("u = x/ρ")
@@ -196,14 +202,15 @@ def plot_mexican_hat(results: Sequence[MexicanHatResult], path: str | os.PathLik
     ax.legend(fontsize=7, loc="lower left")
     ax = axes[0, 1]
     for i, res in enumerate(results):
-        ax.plot(res.tau[1:], res.direction[1:, 2], "-", color=f"C{i}",
-                label=f"w = z/ρ, p = {res.flow.c_power}")
-        ax.plot(res.tau[1:], res.phi[1:] / (2 * np.pi), ":", color=f"C{i}",
-                label=f"φ / 2π, p = {res.flow.c_power}")
+        ax.plot(res.tau[1:], 1.0 - res.r[1:], "-", color=f"C{i}",
+                label=f"1 − r, p = {res.flow.c_power}")
+        ax.plot(res.tau[1:], (res.phi[1:] - res.phi[0]) / (2 * np.pi), ":", color=f"C{i}",
+                label=f"turns (φ − φ0)/2π, p = {res.flow.c_power}")
+    ax.axhline(0.01, color="0.5", ls="--", lw=0.8, label="1 − r = 0.01")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("τ (time-changed flow)")
-    ax.set_title("winding φ/2π grows, w = z/ρ falls")
+    ax.set_title("r → 1 while the angle keeps turning")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[1, 0]
@@ -225,5 +232,49 @@ def plot_mexican_hat(results: Sequence[MexicanHatResult], path: str | os.PathLik
     ax.set_title("smoothed margin γ̃ = 1 − f: non-decreasing")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_kkt_fall(results: Mapping[str, Sequence[dict]], path: str | os.PathLike, *,
+                  tau: float) -> Path:
+    """ε/‖θ‖ of (P) along training, one colour per arm and one line per seed: against the
+    step (left) and against log T (right; dashed: one constraint per sample, arg-max)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    markers = "osd^v<>"
+    for i, (arm, runs) in enumerate(results.items()):
+        for k, run in enumerate(runs):
+            ok = [r for r in run["rows"] if r["status"] == "ok"]
+            if not ok:
+                continue
+            steps = [r["step"] for r in ok]
+            eps = [r["eps_relative"] for r in ok]
+            log_t = [r["log_T"] for r in ok]
+            label = arm if k == 0 else None
+            kw = dict(color=f"C{i}", marker=markers[k % len(markers)], ms=3, lw=1)
+            axes[0].plot(steps, eps, label=label, **kw)
+            axes[1].plot(log_t, eps, label=label, **kw)
+            axes[1].plot(log_t, [r["eps_relative_arg_max"] for r in ok], color=f"C{i}", ls="--",
+                         lw=0.8, label=f"{arm}, arg-max" if k == 0 else None)
+            axes[2].plot(steps, [-r["log10_loss"] for r in ok], label=label, **kw)
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+        ax.set_ylabel("ε / ‖θ‖")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("GD step")
+    axes[0].set_title(f"KKT residual of (P), pairs, τ = {tau:g}")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("log T  (T = Σ η, flow time)")
+    axes[1].set_title("against log T; dashed: one constraint per sample")
+    axes[2].set_xscale("log")
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("GD step")
+    axes[2].set_ylabel("−log10 L")
+    axes[2].set_title("training loss")
+    axes[2].grid(True, which="both", alpha=0.3)
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
