@@ -1,19 +1,18 @@
-"""ℓ1 and ℓ2 SVMs over lifted ReLU features (Wei, Lee, Liu & Ma, Section 4, Appendix D).
-
-The lifted feature of an input x is φ(x)[u] = relu(uᵀx) for u on the unit sphere (Eq. (4.1)).
+"""ℓ1 and ℓ2 margins of two-layer networks: SVMs over lifted ReLU features (Wei, Lee, Liu & Ma,
+Section 4, Appendix D).
 
 - ℓ1-SVM (Eq. (4.2)): γ_ℓ1 = max_{‖α‖₁ ≤ 1} min_i y_i ⟨α, φ(x_i)⟩. On a finite set of
   directions this is a linear program with the plain ℓ1 norm of the weights (DESIGN.md §6); for
   1-D inputs with a bias, the directions form a circle and :func:`l1_margin_1d` solves the
-  continuum problem by column generation with an exact pricing step. Proposition 4.1: the max
-  normalized margin of a two-layer ReLU network (‖Θ‖₂² normalization) is γ_ℓ1 / 2.
-- Kernel (Eq. (4.3)): γ_ℓ2 is the margin of the hard-margin SVM *without bias* for
-  K̄(x, x') = E_{u~Unif(S^{d−1})} relu(uᵀx) relu(uᵀx') (:func:`arccos_kernel`), or for its
-  random-feature approximation (:func:`random_relu_features`).
+  continuum problem by column generation with the exact pricing step
+  (:mod:`marginlab.twolayer.pricing`). Proposition 4.1: the max normalized margin of a two-layer
+  ReLU network (‖Θ‖₂² normalization) is γ_ℓ1 / 2.
+- Kernel (Eq. (4.3)): γ_ℓ2 is the margin of the hard-margin SVM *without bias* for the
+  arc-cosine kernel or its random-feature approximation (:mod:`marginlab.twolayer.features`).
 - Regression (Appendix D.2, Eqs. (D.3), (D.4)): minimum ℓ1-norm and minimum ℓ2-norm
   interpolation.
-- Leading terms of the generalization bounds: Proposition 3.1, Lemma 4.2, Lemmas D.8 and D.9.
 
+The leading terms of the generalization bounds are in :mod:`marginlab.twolayer.bounds`.
 Everything here is numpy float64.
 """
 
@@ -26,83 +25,29 @@ import numpy as np
 from scipy.optimize import linprog, minimize
 
 from marginlab.errors import MarginlabError
+from marginlab.twolayer.features import (
+    angles_to_directions,
+    arccos_kernel,
+    as_data,
+    as_labels,
+    grid_angles,
+    lift_1d,
+    random_relu_features,
+    relu_features,
+)
+from marginlab.twolayer.pricing import sup_relu_correlation_1d
 
 __all__ = [
     "ContinuumL1Result",
     "InterpolationResult",
     "L1MarginResult",
     "L2MarginResult",
-    "angles_to_directions",
-    "arccos_kernel",
-    "grid_angles",
-    "kernel_margin_bound",
     "l1_interpolation",
     "l1_margin",
     "l1_margin_1d",
-    "l1_regression_bound",
     "l2_interpolation",
     "l2_margin",
-    "l2_regression_bound",
-    "lift_1d",
-    "network_margin_bound",
-    "random_relu_features",
-    "relu_features",
-    "sup_relu_correlation_1d",
 ]
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _as_data(X, y=None) -> tuple[np.ndarray, np.ndarray | None]:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise MarginlabError(f"X must be a non-empty (n, d) array, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise MarginlabError("X holds NaN or inf")
-    if y is None:
-        return X, None
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.shape[0] != X.shape[0]:
-        raise MarginlabError(f"{X.shape[0]} inputs but {y.shape[0]} labels")
-    return X, y
-
-
-def _as_labels(X, y) -> tuple[np.ndarray, np.ndarray]:
-    X, y = _as_data(X, y)
-    if not np.all(np.isin(y, (-1.0, 1.0))):
-        raise MarginlabError("labels must be -1 or +1")
-    return X, y
-
-
-def lift_1d(x) -> np.ndarray:
-    """Scalar inputs x ∈ ℝ as (x, 1) ∈ ℝ², so that relu(w x + b) = relu((w, b)ᵀ(x, 1));
-    shape (n, 2)."""
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    return np.stack([x, np.ones_like(x)], axis=1)
-
-
-def angles_to_directions(t) -> np.ndarray:
-    """Angles t on the circle as unit directions (w, b) = (cos t, sin t); shape (k, 2)."""
-    t = np.asarray(t, dtype=np.float64).reshape(-1)
-    return np.stack([np.cos(t), np.sin(t)], axis=1)
-
-
-def grid_angles(k: int) -> np.ndarray:
-    """k evenly spaced angles in [0, 2π): the (w, b) grid of Wei et al., Appendix F.3."""
-    return 2.0 * np.pi * np.arange(k) / k
-
-
-def relu_features(X, directions) -> np.ndarray:
-    """Lifted features relu(X Uᵀ) on a finite direction set; (n, d), (m, d) → (n, m)."""
-    X, _ = _as_data(X)
-    U = np.asarray(directions, dtype=np.float64)
-    if U.ndim != 2 or U.shape[1] != X.shape[1]:
-        raise MarginlabError(f"directions must be (m, {X.shape[1]}), got shape {U.shape}")
-    return np.maximum(X @ U.T, 0.0)
-
-
-# ----------------------------------------------------------------------------- ℓ1-SVM
 
 
 @dataclass(frozen=True)
@@ -157,43 +102,10 @@ def l1_margin(X, y, directions) -> L1MarginResult:
         y: (n,) labels in {−1, +1}.
         directions: (m, d) directions u (need not be normalized; the feature is relu(uᵀx)).
     """
-    X, y = _as_labels(X, y)
+    X, y = as_labels(X, y)
     U = np.asarray(directions, dtype=np.float64)
     margin, alpha, dual = _l1_lp(relu_features(X, U), y)
     return L1MarginResult(margin=margin, weights=alpha, dual=dual, directions=U)
-
-
-def sup_relu_correlation_1d(x, c) -> tuple[float, np.ndarray, np.ndarray]:
-    """Exact max over the circle of |g(t)|, g(t) = Σ_i c_i relu(x_i cos t + sin t).
-
-    Each term is r_i relu(cos(t − ψ_i)) with (r_i, ψ_i) the polar form of (x_i, 1), so g is
-    A cos t + B sin t between consecutive kinks ψ_i ± π/2; its extrema are the kinks and the
-    points atan2(B, A) (+π) inside each arc (Wei et al., Appendix F.3 features).
-
-    Args:
-        x: (n,) scalar inputs.
-        c: (n,) coefficients.
-
-    Returns:
-        (max |g|, candidate angles sorted by |g| descending, their g values).
-    """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    c = np.asarray(c, dtype=np.float64).reshape(-1)
-    psi = np.arctan2(1.0, x)
-    kinks = np.mod(np.concatenate([psi - np.pi / 2, psi + np.pi / 2]), 2 * np.pi)
-    edges = np.unique(np.concatenate([kinks, [0.0, 2 * np.pi]]))
-    mids = 0.5 * (edges[:-1] + edges[1:])
-    active = (np.cos(mids)[:, None] * x[None, :] + np.sin(mids)[:, None]) > 0  # (arcs, n)
-    A = active @ (c * x)
-    B = active @ c
-    stat = np.mod(np.arctan2(B, A), 2 * np.pi)
-    inside = []
-    for s in (stat, np.mod(stat + np.pi, 2 * np.pi)):
-        inside.append(s[(s > edges[:-1]) & (s < edges[1:])])
-    cand = np.concatenate([edges[:-1], *inside])
-    g = np.maximum(np.cos(cand)[:, None] * x[None, :] + np.sin(cand)[:, None], 0.0) @ c
-    order = np.argsort(-np.abs(g))
-    return float(np.abs(g[order[0]])), cand[order], g[order]
 
 
 @dataclass(frozen=True)
@@ -240,7 +152,7 @@ def l1_margin_1d(x, y, *, tol: float = 1e-9, init_angles: int = 64,
         init_angles: size of the initial even grid.
         max_iter: limit on rounds; raises MarginlabError if the gap is still open.
     """
-    X, y = _as_labels(lift_1d(x), y)
+    X, y = as_labels(lift_1d(x), y)
     x = X[:, 0]
     angles = grid_angles(init_angles)
     for it in range(1, max_iter + 1):
@@ -257,41 +169,6 @@ def l1_margin_1d(x, y, *, tol: float = 1e-9, init_angles: int = 64,
         new = cand[np.abs(g) > margin * (1 + 0.1 * tol)][: 2 * len(x)]
         angles = np.unique(np.concatenate([angles, new]))
     raise MarginlabError(f"continuum ℓ1-SVM did not converge in {max_iter} rounds (gap {gap:.2e})")
-
-
-# ----------------------------------------------------------------------------- kernel
-
-
-def arccos_kernel(X, Z=None) -> np.ndarray:
-    """K̄(x, z) = E_{u~Unif(S^{d−1})} relu(uᵀx) relu(uᵀz) = ‖x‖‖z‖(sin θ + (π − θ)cos θ)/(2πd).
-
-    The degree-1 arc-cosine kernel (Cho & Saul) divided by d, since a Gaussian u = ‖g‖ ū has
-    E‖g‖² = d; this is the kernel of Wei et al., Eq. (4.3), up to the constant κ = Vol(S^{d−1})
-    that cancels in γ_ℓ2 (DESIGN.md §6). (n, d), (k, d) → (n, k).
-    """
-    X, _ = _as_data(X)
-    Z = X if Z is None else _as_data(Z)[0]
-    if Z.shape[1] != X.shape[1]:
-        raise MarginlabError(f"inputs of dimension {X.shape[1]} and {Z.shape[1]}")
-    nx, nz = np.linalg.norm(X, axis=1), np.linalg.norm(Z, axis=1)
-    outer = nx[:, None] * nz[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(outer > 0, (X @ Z.T) / outer, 1.0)
-    cos = np.clip(cos, -1.0, 1.0)
-    theta = np.arccos(cos)
-    J = np.sqrt(np.maximum(1.0 - cos * cos, 0.0)) + (np.pi - theta) * cos
-    return outer * J / (2.0 * np.pi * X.shape[1])
-
-
-def random_relu_features(X, n_features: int, *, seed: int = 0) -> np.ndarray:
-    """relu(u_mᵀx)/√M with u_1..u_M uniform on the sphere; their Gram matrix → K̄ as M → ∞.
-    (n, d) → (n, M)."""
-    X, _ = _as_data(X)
-    if n_features <= 0:
-        raise MarginlabError(f"n_features must be positive, got {n_features}")
-    U = np.random.default_rng(seed).standard_normal((n_features, X.shape[1]))
-    U /= np.linalg.norm(U, axis=1, keepdims=True)
-    return np.maximum(X @ U.T, 0.0) / math.sqrt(n_features)
 
 
 @dataclass(frozen=True)
@@ -380,7 +257,7 @@ def l2_margin(X, y, *, kernel: str = "arccos", n_features: int = 1000,
         n_features: M for ``random``.
         seed: seed of the random directions.
     """
-    X, y = _as_labels(X, y)
+    X, y = as_labels(X, y)
     if kernel == "arccos":
         K = arccos_kernel(X)
     elif kernel == "random":
@@ -389,9 +266,6 @@ def l2_margin(X, y, *, kernel: str = "arccos", n_features: int = 1000,
     else:
         raise MarginlabError(f"kernel must be 'arccos' or 'random', got {kernel!r}")
     return _hard_margin(y[:, None] * K * y[None, :])
-
-
-# ----------------------------------------------------------------------------- regression
 
 
 @dataclass(frozen=True)
@@ -412,7 +286,7 @@ class InterpolationResult:
 
     def predict(self, X) -> np.ndarray:
         """f(x) at (k, d) inputs; shape (k,)."""
-        X, _ = _as_data(X)
+        X, _ = as_data(X)
         if self.kind == "l1":
             return relu_features(X, self.basis) @ self.coef
         return arccos_kernel(X, self.basis) @ self.coef
@@ -423,7 +297,7 @@ def l1_interpolation(X, y, directions) -> InterpolationResult:
 
     The limit of the weakly ℓ2-regularized squared loss of a two-layer network (Theorem D.5).
     """
-    X, y = _as_data(X, y)
+    X, y = as_data(X, y)
     U = np.asarray(directions, dtype=np.float64)
     F = relu_features(X, U)
     m = F.shape[1]
@@ -440,7 +314,7 @@ def l2_interpolation(X, y) -> InterpolationResult:
 
     ‖α_ℓ2‖₂² = yᵀ(κK̄)⁻¹y (Claim D.12, with ⟨φ(x), φ(x')⟩ = κK̄); ``norm`` reports √κ‖α‖₂.
     """
-    X, y = _as_data(X, y)
+    X, y = as_data(X, y)
     K = arccos_kernel(X)
     try:
         c = np.linalg.solve(K, y)
@@ -448,39 +322,3 @@ def l2_interpolation(X, y) -> InterpolationResult:
         raise MarginlabError("kernel matrix is singular (repeated or parallel inputs)") from None
     return InterpolationResult(coef=c, norm=float(math.sqrt(max(y @ c, 0.0))), kind="l2",
                                basis=X)
-
-
-# ----------------------------------------------------------------------------- bounds
-
-
-def network_margin_bound(margin: float, *, C: float, n: int, depth: int = 2) -> float:
-    """Leading term C / (γ K^{(K−1)/2} √n) of Proposition 3.1 (Eq. (3.3)).
-
-    Args:
-        margin: normalized margin γ = min_i y_i f(Θ/‖Θ‖_F; x_i) of a depth-K network.
-        C: max ‖x‖₂ over the inputs.
-        n: number of training samples.
-        depth: K.
-    """
-    return C / (margin * depth ** ((depth - 1) / 2) * math.sqrt(n))
-
-
-def kernel_margin_bound(margin: float, *, C: float, n: int, d: int) -> float:
-    """Leading term C / (γ_ℓ2 √(d n)) of Lemma 4.2 (Eq. (4.4); proof in Appendix C.2)."""
-    return C / (margin * math.sqrt(d * n))
-
-
-def l1_regression_bound(norm: float, *, X, lipschitz: float = 1.0) -> float:
-    """Complexity term 12 M max{1, ‖α‖₁ ‖X‖_F} / n of Lemma D.8 (M the loss's Lipschitz
-    constant, X the (n, d) training inputs)."""
-    X, _ = _as_data(X)
-    return 12.0 * lipschitz * max(1.0, norm * np.linalg.norm(X)) / X.shape[0]
-
-
-def l2_regression_bound(norm: float, *, X, lipschitz: float = 1.0) -> float:
-    """Complexity term M max{1, √κ‖α‖₂ ‖X‖_F} / (n √d) of Lemma D.9, up to its universal
-    constant; ``norm`` is √κ‖α‖₂ (as returned by :func:`l2_interpolation`), the form used in the
-    proof of Theorem D.10."""
-    X, _ = _as_data(X)
-    n, d = X.shape
-    return lipschitz * max(1.0, norm * np.linalg.norm(X)) / (n * math.sqrt(d))

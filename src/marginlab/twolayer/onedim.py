@@ -8,8 +8,8 @@ linear in (w, b). :func:`convex_optimum_1d` solves the convex problem exactly on
 runs within its arc, and a unit whose kink sits on a data point (where L-BFGS on (a, w, b)
 stalls) moves on by one-sided derivatives.
 
-The objective, the certificate and the general (any-dimension) solvers are in
-:mod:`marginlab.regularized`.
+The objective and the trainer in any dimension are in :mod:`marginlab.twolayer.regularized`, the
+convex problem's general solver and its certificate in :mod:`marginlab.twolayer.convex`.
 """
 
 from __future__ import annotations
@@ -22,19 +22,15 @@ import torch
 from scipy.optimize import linprog
 from torch import Tensor, nn
 
-from marginlab import kernels
 from marginlab.errors import MarginlabError
-from marginlab.regularized import (
-    _HIGHS_TIGHT,
-    ConvexOptimum,
+from marginlab.twolayer.convex import ConvexOptimum, _convex_summary, _log_logistic, certify
+from marginlab.twolayer.features import angles_to_directions, lift_1d, relu_features, signs
+from marginlab.twolayer.margins import _HIGHS_TIGHT
+from marginlab.twolayer.regularized import (
     RegularizedResult,
-    _convex_summary,
-    _labels,
     _layers,
-    _log_logistic,
     _objective_parts,
     _result,
-    _sup_ratio,
     certificate,
     load_measure,
 )
@@ -56,7 +52,8 @@ class _Arcs:
     angles where the unit's kink −b/w passes the data point x_i. Between consecutive kinks each
     feature is either 0 or the sinusoid x_i cos t + sin t, so on a closed arc [lo_j, hi_j] a
     unit's values on the data are smooth in t and linear in u (Wei et al., Appendix F.3
-    features; :func:`marginlab.kernels.sup_relu_correlation_1d` prices with the same pieces).
+    features; :func:`~marginlab.twolayer.pricing.sup_relu_correlation_1d` prices the same
+    pieces).
     Arcs on which every feature vanishes are left out.
 
     Attributes:
@@ -111,7 +108,7 @@ class _Atoms:
         return self.sign * self.r
 
     def directions(self) -> np.ndarray:
-        return kernels.angles_to_directions(self.t)
+        return angles_to_directions(self.t)
 
 
 def _no_atoms() -> _Atoms:
@@ -392,7 +389,7 @@ def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-10, max_iter: int = 1
     (arc, sign) suffices; each atom's mass and angle are solved by Newton's method within its
     arc, and pieces whose dual constraint is violated receive a new atom (:func:`_arc_fit`).
     The result is reduced to a basic solution (≤ n atoms) and certified by the exact dual
-    bound (:func:`marginlab.kernels.sup_relu_correlation_1d` at β = σ(−q)).
+    bound (:func:`marginlab.twolayer.pricing.sup_relu_correlation_1d` at β = σ(−q)).
 
     Args:
         x: (n,) scalar inputs.
@@ -405,7 +402,7 @@ def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-10, max_iter: int = 1
     """
     if lam <= 0:
         raise MarginlabError(f"lam must be positive, got {lam}")
-    X, y = kernels.lift_1d(x), _labels(y)
+    X, y = lift_1d(x), signs(y)
     if len(y) != len(X):
         raise MarginlabError(f"{len(X)} inputs but {len(y)} labels")
     arcs = _arcs(X[:, 0])
@@ -421,10 +418,10 @@ def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-10, max_iter: int = 1
     if len(atoms) > len(y):
         atoms, _ = _arc_newton(arcs, y, lam, _basic_measure(arcs, atoms))
     U, alpha = atoms.directions(), atoms.weights()
-    F = kernels.relu_features(X, U)
+    F = relu_features(X, U)
     q = y * (F @ alpha)
-    sup, _, _ = _sup_ratio(X, y, q, lam, None)
-    return _convex_summary(F, y, lam, alpha, sup, U, True, fit.rounds)
+    cert = certify(X, y, q, lam, None)  # exact over the circle
+    return _convex_summary(F, y, lam, alpha, cert, U, fit.rounds)
 
 
 def train_1d(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = True,
@@ -460,7 +457,7 @@ def train_1d(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool
         raise MarginlabError("train_1d needs models.two_layer(1, m, bias='first')")
     model.double()
     X = X.detach().double().reshape(-1, 1)
-    yt = torch.as_tensor(_labels(y))
+    yt = torch.as_tensor(signs(y))
     if X.shape[0] != len(yt):
         raise MarginlabError(f"{X.shape[0]} inputs but {len(yt)} labels")
     x, yn = X[:, 0].numpy(), yt.numpy()

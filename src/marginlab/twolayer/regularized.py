@@ -1,4 +1,4 @@
-"""Weakly regularized two-layer ReLU networks and a certificate of their global optimality.
+"""Weakly regularized two-layer ReLU networks, trained, and certified against the global optimum.
 
 Wei, Lee, Liu & Ma, Section 2 (binary form, Appendix A.2):
 
@@ -8,21 +8,13 @@ for f(x) = Σ_j a_j relu(u_jᵀx̃) with x̃ = x, or x̃ = (x, 1) when the first
 (u_j = (w_j, b_j)). As λ → 0 the normalized margin q_min/‖Θ‖² of the minimizer tends to the
 max normalized margin γ_ℓ1/2 (Theorem A.3, Proposition 4.1).
 
-Convex reformulation (DESIGN.md §6). Since a_j² + ‖u_j‖² ≥ 2|a_j|‖u_j‖ with equality for balanced
-units, min_Θ L_λ over networks of width ≥ n+1 equals
+min L_λ equals the optimum of the convex problem of :mod:`marginlab.twolayer.convex`, whose dual
+bounds the loss of every network: :func:`certificate` evaluates it at the network's own
+β_i = σ(−q_i) (exact over the circle for 1-D inputs with a bias; otherwise over a finite
+direction set). The exact 1-D solver and the kink-aware 1-D trainer are in
+:mod:`marginlab.twolayer.onedim`.
 
-    P* = min_α (1/n) Σ_i ℓ(y_i ⟨α, φ(x̃_i)⟩) + 2λ‖α‖₁          (α a measure on the sphere),
-
-whose Fenchel dual is max_β (1/n) Σ_i H(β_i) over β ∈ [0, 1]^n with
-sup_u |(1/n) Σ_i β_i y_i relu(uᵀx̃_i)| ≤ 2λ, H the binary entropy (ℓ*(−β) = −H(β)). Every
-dual-feasible β therefore gives a lower bound on the loss of *every* two-layer network, and
-β_i = σ(−q_i) of a trained network, scaled into feasibility, certifies how far it is from the
-global optimum. For 1-D inputs with a bias the sup runs over the circle and is computed exactly
-(:func:`marginlab.kernels.sup_relu_correlation_1d`); otherwise over a finite direction set.
-
-The exact 1-D solver and the kink-aware 1-D trainer are in :mod:`marginlab.regularized_1d`.
-
-Losses are carried in log space with :mod:`marginlab.losses` and everything runs in float64.
+Losses are carried in log space with :mod:`marginlab.core.losses` and everything runs in float64.
 """
 
 from __future__ import annotations
@@ -32,251 +24,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import xlogy
 from torch import Tensor, nn
 
-from marginlab import kernels
-from marginlab.core.losses import LogisticLoss, log_sum
+from marginlab.core.losses import log_sum
 from marginlab.errors import MarginlabError
+from marginlab.twolayer.convex import _LOGISTIC, Certificate, _sigmoid_neg, dual_bound
+from marginlab.twolayer.features import relu_features, signs
+from marginlab.twolayer.pricing import sup_ratio
 
 __all__ = [
     "Certificate",
-    "ConvexOptimum",
     "RegularizedResult",
     "certificate",
     "compress_measure",
-    "convex_optimum",
     "load_measure",
     "regularized_objective",
     "train",
 ]
-
-_LOGISTIC = LogisticLoss()
-# HiGHS' default feasibility tolerances (1e-7) are too loose for the basic-solution step.
-_HIGHS_TIGHT = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _log_logistic(q: np.ndarray) -> np.ndarray:
-    """log ℓ(q) in float64 via marginlab.core.losses (exact far below float range)."""
-    return _LOGISTIC.log_loss(torch.from_numpy(np.asarray(q, dtype=np.float64))).numpy()
-
-
-def _entropy(beta: np.ndarray) -> np.ndarray:
-    """Binary entropy H(β) in nats, accurate for tiny β (H ≈ β(1 − log β))."""
-    return -xlogy(beta, beta) - (1.0 - beta) * np.log1p(-beta)
-
-
-def _sigmoid_neg(q: np.ndarray) -> np.ndarray:
-    """σ(−q) = −ℓ'(q), without overflow."""
-    return np.exp(-np.logaddexp(0.0, q))
-
-
-def _labels(y) -> np.ndarray:
-    y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y, dtype=np.float64)
-    y = y.reshape(-1)
-    if y.size and set(np.unique(y)) <= {0.0, 1.0} and not np.any(y == -1):
-        y = 2.0 * y - 1.0  # {0, 1} labels
-    if not np.all(np.isin(y, (-1.0, 1.0))):
-        raise MarginlabError("labels must be -1/+1 (or 0/1)")
-    return y
-
-
-def _lower_bound(q: np.ndarray, sup_ratio: float) -> float:
-    """(1/n) Σ H(κ β_i) with β = σ(−q) and κ = min(1, 1/sup_ratio): dual-feasible by scaling."""
-    beta = _sigmoid_neg(q) * min(1.0, 1.0 / sup_ratio) if sup_ratio > 0 else _sigmoid_neg(q)
-    return float(np.mean(_entropy(beta)))
-
-
-def _sup_ratio(Xl: np.ndarray, y: np.ndarray, q: np.ndarray, lam: float,
-               directions: np.ndarray | None) -> tuple[float, np.ndarray, bool]:
-    """sup_u |(1/n) Σ β_i y_i relu(uᵀx̃_i)| / (2λ), the maximizing u, and whether the sup was
-    over the whole sphere (1-D with bias, or 1-D without) or only over ``directions``."""
-    n = len(y)
-    # c_i = β_i y_i / (2nλ), formed in log space since β_i and λ may both be ~1e-14.
-    c = y * np.exp(-np.logaddexp(0.0, q) - math.log(2.0 * n * lam))
-    if Xl.shape[1] == 2 and np.all(Xl[:, 1] == 1.0):
-        sup, cand, _ = kernels.sup_relu_correlation_1d(Xl[:, 0], c)
-        return sup, kernels.angles_to_directions(cand[:1])[0], True
-    if Xl.shape[1] == 1:
-        U = np.array([[1.0], [-1.0]])
-        exact = True
-    else:
-        if directions is None or len(directions) == 0:
-            raise MarginlabError("inputs beyond 1-D need a direction set for the certificate")
-        U = np.asarray(directions, dtype=np.float64)
-        U = U / np.linalg.norm(U, axis=1, keepdims=True)
-        exact = False
-    g = np.abs(c @ kernels.relu_features(Xl, U))
-    j = int(np.argmax(g))
-    return float(g[j]), U[j], exact
-
-
-# ----------------------------------------------------------------------------- convex problem
-
-
-@dataclass(frozen=True)
-class ConvexOptimum:
-    """Solution of the ℓ1-regularized convex problem over directions (equal to min L_λ).
-
-    Attributes:
-        lam: λ.
-        value: P(α) of the solution (an upper bound on the optimum; attained by a network).
-        lower_bound: dual value (1/n) Σ H(β_i) of a feasible β (a lower bound on the loss of
-            every two-layer network).
-        gap: (value − lower_bound) / value.
-        directions: (k, D) unit directions with non-zero weight.
-        weights: (k,) their weights α.
-        margins: (n,) q_i = y_i ⟨α, φ(x̃_i)⟩.
-        normalized_margin: q_min / (2‖α‖₁), the normalized margin of the balanced network
-            (‖Θ‖₂² = 2‖α‖₁).
-        continuum: True if the lower bound holds over the whole sphere.
-        iterations: column-generation rounds.
-    """
-
-    lam: float
-    value: float
-    lower_bound: float
-    gap: float
-    directions: np.ndarray
-    weights: np.ndarray
-    margins: np.ndarray
-    normalized_margin: float
-    continuum: bool
-    iterations: int
-
-
-def _solve_restricted(F: np.ndarray, y: np.ndarray, lam: float,
-                      alpha0: np.ndarray) -> np.ndarray:
-    """argmin_α (1/(nλ)) Σ ℓ(y_i (Fα)_i) + 2‖α‖₁ on a finite direction set.
-
-    The objective is P(α)/λ: rescaling by 1/λ keeps its value O(log 1/λ) and its curvature
-    O(1) for every λ. α = α⁺ − α⁻ with α± ≥ 0 makes it smooth; L-BFGS-B with bounds solves it.
-    """
-    n, m = F.shape
-    YF = y[:, None] * F
-    log_nl = math.log(n * lam)
-
-    def fun(z):
-        alpha = z[:m] - z[m:]
-        q = YF @ alpha
-        log_l = _log_logistic(q)
-        top = log_l.max()
-        val = math.exp(top - log_nl) * np.exp(log_l - top).sum() + 2.0 * z.sum()
-        dq = -np.exp(-np.logaddexp(0.0, q) - log_nl)  # (1/(nλ)) ℓ'(q)
-        gs = YF.T @ dq
-        return val, np.concatenate([gs + 2.0, -gs + 2.0])
-
-    z0 = np.concatenate([np.maximum(alpha0, 0.0), np.maximum(-alpha0, 0.0)])
-    res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * m),
-                   options={"maxiter": 3000, "ftol": 1e-16, "gtol": 1e-12, "maxcor": 50})
-    alpha = res.x[:m] - res.x[m:]
-    alpha[np.abs(alpha) < 1e-9 * max(np.abs(alpha).sum(), 1e-300)] = 0.0
-    return _newton_polish(YF, log_nl, alpha)
-
-
-def _newton_polish(YF: np.ndarray, log_nl: float, alpha: np.ndarray,
-                   max_iter: int = 200) -> np.ndarray:
-    """Active-set Newton method for (1/(nλ)) Σ ℓ((YF α)_i) + 2‖α‖₁ from a near-optimal α.
-
-    On the support S with signs s the objective is smooth; Newton steps stop at the boundary of
-    the orthant (a weight reaching zero leaves S), and the coordinate that most violates
-    |c_j| ≤ 2, c = (YF)ᵀ σ(−q)/(nλ), enters S. Converges quadratically once S is right, which
-    L-BFGS-B alone does not reach (its KKT residual stalls near 1e-7).
-    """
-    alpha = alpha.copy()
-
-    def parts(a):
-        q = YF @ a
-        log_l = _log_logistic(q)
-        return q, float(np.exp(log_l - log_nl).sum())
-
-    for _ in range(max_iter):
-        q, loss = parts(alpha)
-        w1 = np.exp(-np.logaddexp(0.0, q) - log_nl)
-        corr = YF.T @ w1
-        S = alpha != 0
-        s = np.sign(alpha)
-        off = np.where(S, 0.0, np.abs(corr) - 2.0)
-        j = int(np.argmax(off))
-        entering = off[j] > 4e-14
-        if entering:
-            S[j], s[j] = True, np.sign(corr[j])
-        idx = np.flatnonzero(S)
-        g = -corr[idx] + 2.0 * s[idx]
-        if not entering and np.max(np.abs(g), initial=0.0) < 2e-14:
-            break
-        w2 = np.exp(-np.logaddexp(0.0, q) - np.logaddexp(0.0, -q) - log_nl)
-        A = YF[:, idx]
-        H = A.T @ (w2[:, None] * A)
-        H[np.diag_indices_from(H)] += 1e-13 * max(np.trace(H), 1e-300) / len(idx)
-        d = np.linalg.solve(H, -g)
-        a_S, s_S = alpha[idx], s[idx]
-        if entering:  # the new coordinate must move in its sign's direction
-            k = int(np.flatnonzero(idx == j)[0])
-            if d[k] * s_S[k] <= 0:
-                d = np.zeros_like(d)
-                d[k] = s_S[k] * abs(g[k]) / max(H[k, k], 1e-300)
-        shrink = (d * s_S < 0) & (a_S != 0)
-        tau_max = np.min(-a_S[shrink] / d[shrink], initial=np.inf)
-        tau = min(1.0, tau_max)
-        base = loss + 2.0 * s_S @ a_S
-        slope = g @ d
-        while tau > 1e-12:
-            trial = alpha.copy()
-            trial[idx] = a_S + tau * d
-            if tau == tau_max:
-                trial[idx[shrink & np.isclose(-a_S / np.where(d == 0, 1, d), tau_max)]] = 0.0
-            # Near the optimum the decrease (~KKT residual²) is below float resolution of the
-            # objective, while the certificate is first order: accept steps within roundoff.
-            if parts(trial)[1] + 2.0 * s_S @ trial[idx] <= base + 1e-4 * tau * slope + 1e-13 * abs(
-                    base):
-                break
-            tau *= 0.5
-        else:
-            break
-        alpha = trial
-    return alpha
-
-
-def _convex_summary(F, y, lam, alpha, sup_ratio, U, continuum, it) -> ConvexOptimum:
-    q = y * (F @ alpha)
-    l1 = float(np.abs(alpha).sum())
-    value = float(np.exp(_log_logistic(q)).mean() + 2.0 * lam * l1)
-    lower = _lower_bound(q, sup_ratio)
-    keep = alpha != 0
-    return ConvexOptimum(lam=lam, value=value, lower_bound=lower, gap=(value - lower) / value,
-                         directions=U[keep], weights=alpha[keep], margins=q,
-                         normalized_margin=float(q.min() / (2 * l1)) if l1 > 0 else 0.0,
-                         continuum=continuum, iterations=it)
-
-
-def convex_optimum(X, y, lam: float, directions) -> ConvexOptimum:
-    """min_α (1/n) Σ ℓ(y_i ⟨α, φ(x_i)⟩) + 2λ‖α‖₁ on a finite direction set (any dimension).
-
-    The lower bound is dual-feasible only on ``directions`` (``continuum`` False): it bounds the
-    networks whose units point along the set, not all networks.
-
-    Args:
-        X: (n, D) inputs (append a column of ones for a first-layer bias).
-        y: (n,) labels ±1.
-        lam: λ > 0.
-        directions: (m, D) directions (normalized here).
-    """
-    X, y = np.asarray(X, dtype=np.float64), _labels(y)
-    U = np.asarray(directions, dtype=np.float64)
-    U = U / np.linalg.norm(U, axis=1, keepdims=True)
-    F = kernels.relu_features(X, U)
-    alpha = _solve_restricted(F, y, lam, np.zeros(len(U)))
-    q = y * (F @ alpha)
-    sup, _, _ = _sup_ratio(X, y, q, lam, U)
-    return _convex_summary(F, y, lam, alpha, sup, U, False, 1)
-
-
-# ----------------------------------------------------------------------------- networks
 
 
 def _layers(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
@@ -297,7 +61,7 @@ def _lifted(model: nn.Module, X: np.ndarray) -> np.ndarray:
 def regularized_objective(model: nn.Module, X: Tensor, y: Tensor, lam: float) -> float:
     """L_λ(Θ) = mean_i ℓ(q_i) + λ‖Θ‖₂² (Wei et al., Eq. (3.2)), evaluated in float64."""
     with torch.no_grad():
-        value, _, _, _ = _objective_parts(model, X, torch.as_tensor(_labels(y)), lam)
+        value, _, _, _ = _objective_parts(model, X, torch.as_tensor(signs(y)), lam)
     return float(value) * lam
 
 
@@ -389,38 +153,19 @@ def _minimize(model, X, y, lam, max_iter, *, jitters: int, seed: int = 0) -> int
     return evals
 
 
-@dataclass(frozen=True)
-class Certificate:
-    """Dual certificate of a network's distance to the global optimum of L_λ.
-
-    Attributes:
-        lower_bound: (1/n) Σ H(κβ_i), β = σ(−q), κ = min(1, 1/sup_ratio): a lower bound on L_λ
-            over all two-layer networks (over networks with units along the direction set when
-            ``continuum`` is False).
-        sup_ratio: sup_u |(1/n) Σ β_i y_i relu(uᵀx̃_i)| / (2λ); ≤ 1 exactly at a global optimum.
-        direction: (D,) the maximizing unit direction.
-        continuum: whether the sup is over the whole sphere.
-    """
-
-    lower_bound: float
-    sup_ratio: float
-    direction: np.ndarray
-    continuum: bool
-
-
 def certificate(model: nn.Module, X: Tensor, y: Tensor, lam: float,
                 directions=None) -> Certificate:
     """Dual lower bound on min L_λ from the network's own β_i = σ(−q_i) (module docstring)."""
     Xn = X.detach().cpu().double().numpy()
-    yn = _labels(y)
+    yn = signs(y)
     with torch.no_grad():
         q = (torch.as_tensor(yn) * model(X.double()).reshape(-1)).numpy()
     Xl = _lifted(model, Xn)
     U = _unit_directions(model)
     if directions is not None:
         U = np.vstack([U, np.asarray(directions, dtype=np.float64)])
-    sup, u, exact = _sup_ratio(Xl, yn, q, lam, U)
-    return Certificate(lower_bound=_lower_bound(q, sup), sup_ratio=sup, direction=u,
+    ratio, u, exact = sup_ratio(Xl, yn, q, lam, U)
+    return Certificate(lower_bound=dual_bound(q, ratio), sup_ratio=ratio, direction=u,
                        continuum=exact)
 
 
@@ -586,7 +331,7 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = 
     _layers(model)
     model.double()
     X = X.detach().double()
-    yt = torch.as_tensor(_labels(y))
+    yt = torch.as_tensor(signs(y))
     if X.shape[0] != len(yt):
         raise MarginlabError(f"{X.shape[0]} inputs but {len(yt)} labels")
     evals, reseeds = _minimize(model, X, yt, lam, max_iter, jitters=jitters), 0
@@ -596,7 +341,7 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool = 
         with torch.no_grad():
             q = (yt * model(X).reshape(-1)).numpy()
         c = yt.numpy() * _sigmoid_neg(q)
-        sign = float(np.sign(kernels.relu_features(Xl, cert.direction[None, :])[:, 0] @ c))
+        sign = float(np.sign(relu_features(Xl, cert.direction[None, :])[:, 0] @ c))
         with torch.no_grad():
             before = float(_objective_parts(model, X, yt, lam)[0])
             saved = [p.detach().clone() for p in model.parameters()]
