@@ -17,17 +17,41 @@ import math
 import numpy as np
 
 from marginlab.errors import MarginlabError
-from marginlab.twolayer.features import angles_to_directions, relu_features
+from marginlab.twolayer.features import angles_to_directions, lift_1d, relu_features
 
-__all__ = ["sup_candidates", "sup_ratio", "sup_relu_correlation_1d"]
+__all__ = ["circle_candidates", "sup_candidates", "sup_ratio", "sup_relu_correlation_1d"]
+
+
+def circle_candidates(X: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Angles φ ∈ [0, 2π) among which |h| attains its maximum over the circle, for inputs in ℝ²:
+    h(φ) = Σ_i c_i relu(X_iᵀ(cos φ, sin φ)).
+
+    Between consecutive kinks (the angles where X_iᵀ(cos φ, sin φ) = 0) the active set is fixed
+    and h(φ) = sᵀ(cos φ, sin φ) with s = Σ_active c_i X_i, so the extrema of h are kinks or
+    the points ±s/‖s‖ of each arc.
+
+    Args:
+        X: (n, 2) inputs (1-D data with a bias: :func:`~marginlab.twolayer.features.lift_1d`).
+        c: (n,) coefficients.
+
+    Returns:
+        (K,) candidate angles: every kink and both stationary points of every arc.
+    """
+    nz = np.linalg.norm(X, axis=1) > 0
+    ang = np.arctan2(X[nz, 1], X[nz, 0])
+    kinks = np.sort(np.mod(np.concatenate([ang + np.pi / 2, ang - np.pi / 2]), 2 * np.pi))
+    mids = 0.5 * (kinks + np.roll(kinks, -1))
+    mids[-1] = 0.5 * (kinks[-1] + kinks[0] + 2 * np.pi)
+    e_mid = np.stack([np.cos(mids), np.sin(mids)], axis=1)
+    s = ((e_mid @ X.T) > 0) @ (c[:, None] * X)  # (arcs, 2)
+    psi = np.arctan2(s[:, 1], s[:, 0])
+    return np.mod(np.concatenate([kinks, psi, psi + np.pi]), 2 * np.pi)
 
 
 def sup_relu_correlation_1d(x, c) -> tuple[float, np.ndarray, np.ndarray]:
-    """Exact max over the circle of |g(t)|, g(t) = Σ_i c_i relu(x_i cos t + sin t).
-
-    Each term is r_i relu(cos(t − ψ_i)) with (r_i, ψ_i) the polar form of (x_i, 1), so g is
-    A cos t + B sin t between consecutive kinks ψ_i ± π/2; its extrema are the kinks and the
-    points atan2(B, A) (+π) inside each arc (Wei et al., Appendix F.3 features).
+    """Exact max over the circle of |g(t)|, g(t) = Σ_i c_i relu(x_i cos t + sin t): the pricing
+    step for 1-D inputs with a bias, (x_i, 1) ∈ ℝ² (:func:`circle_candidates`; Wei et al.,
+    Appendix F.3 features).
 
     Args:
         x: (n,) scalar inputs.
@@ -36,21 +60,10 @@ def sup_relu_correlation_1d(x, c) -> tuple[float, np.ndarray, np.ndarray]:
     Returns:
         (max |g|, candidate angles sorted by |g| descending, their g values).
     """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    X = lift_1d(x)
     c = np.asarray(c, dtype=np.float64).reshape(-1)
-    psi = np.arctan2(1.0, x)
-    kinks = np.mod(np.concatenate([psi - np.pi / 2, psi + np.pi / 2]), 2 * np.pi)
-    edges = np.unique(np.concatenate([kinks, [0.0, 2 * np.pi]]))
-    mids = 0.5 * (edges[:-1] + edges[1:])
-    active = (np.cos(mids)[:, None] * x[None, :] + np.sin(mids)[:, None]) > 0  # (arcs, n)
-    A = active @ (c * x)
-    B = active @ c
-    stat = np.mod(np.arctan2(B, A), 2 * np.pi)
-    inside = []
-    for s in (stat, np.mod(stat + np.pi, 2 * np.pi)):
-        inside.append(s[(s > edges[:-1]) & (s < edges[1:])])
-    cand = np.concatenate([edges[:-1], *inside])
-    g = np.maximum(np.cos(cand)[:, None] * x[None, :] + np.sin(cand)[:, None], 0.0) @ c
+    cand = circle_candidates(X, c)
+    g = c @ relu_features(X, angles_to_directions(cand))
     order = np.argsort(-np.abs(g))
     return float(np.abs(g[order[0]])), cand[order], g[order]
 
@@ -66,18 +79,7 @@ def sup_candidates(
     if d == 1:
         return np.array([[1.0], [-1.0]]), True
     if d == 2:
-        # Between consecutive kinks (angles where ūᵀx_i = 0) h(φ) = sᵀ(cos φ, sin φ), s the sum of
-        # coef_i x_i over that arc's active set: |h| peaks at a kink or at ±s/‖s‖.
-        nz = np.linalg.norm(x, axis=1) > 0
-        ang = np.arctan2(x[nz, 1], x[nz, 0])
-        kinks = np.sort(np.mod(np.concatenate([ang + np.pi / 2, ang - np.pi / 2]), 2 * np.pi))
-        mids = 0.5 * (kinks + np.roll(kinks, -1))
-        mids[-1] = 0.5 * (kinks[-1] + kinks[0] + 2 * np.pi)
-        e_mid = np.stack([np.cos(mids), np.sin(mids)], axis=1)
-        s = ((e_mid @ x.T) > 0) @ (coef[:, None] * x)  # (arcs, 2)
-        psi = np.arctan2(s[:, 1], s[:, 0])
-        phi = np.concatenate([kinks, psi, psi + np.pi])
-        return np.stack([np.cos(phi), np.sin(phi)], axis=1), True
+        return angles_to_directions(circle_candidates(x, coef)), True
     # d ≥ 3: a random sample plus the grid, then the fixed-point ascent ū ← ±s_A(ū)/‖s_A(ū)‖ from
     # the best ones (s_A the active-set sum; its fixed points are stationary points of h).
     cand = np.concatenate([grid, rng.standard_normal((20_000, d))])
