@@ -29,6 +29,14 @@ def test_the_section_has_the_two_examples():
     assert "ml.Tracker(" in blocks[0] and "MarginCallback(" in blocks[1]
 
 
+def _small(code: str) -> str:
+    """The example with 10 epochs instead of 30."""
+    small = code.replace("range(1, 31)", "range(1, 11)").replace("max_epochs=30", "max_epochs=10")
+    small = small.replace("total_epochs=30", "total_epochs=10")
+    assert small != code
+    return small
+
+
 def _run(code: str, where: Path, monkeypatch) -> None:
     monkeypatch.chdir(where)
     monkeypatch.setenv("MARGINLAB_QUIET", "1")
@@ -36,13 +44,13 @@ def _run(code: str, where: Path, monkeypatch) -> None:
 
 
 def test_own_loop_example(tmp_path, monkeypatch, capsys):
-    _run(_examples()[0], tmp_path, monkeypatch)
+    _run(_small(_examples()[0]), tmp_path, monkeypatch)
     run = tmp_path / "runs" / "own-loop"
     records = RunDir(run).metrics()
-    assert [r["epoch"] for r in records] == list(range(1, 31))
-    assert records[-1]["train_acc"] == 1.0 and records[-1]["log10_loss_mean"] < -1
-    assert sorted(p.name for p in (run / "snapshots").iterdir()) == \
-        ["model-1.safetensors", "model-2.safetensors", "model-3.safetensors"]
+    assert [r["epoch"] for r in records] == list(range(1, 11))
+    assert records[-1]["train_acc"] > 0.9 and records[-1]["log10_loss_mean"] < -0.5
+    assert (run / "snapshots" / "model-1.safetensors").exists()  # below 10^-0.5
+    assert (run / "snapshots" / "model-3.safetensors").exists()  # the final model
     assert capsys.readouterr().out.strip() == str(Path("runs/own-loop/report.html"))
     assert main(["plot", str(run)]) == 0  # analyze and attack: see test_tracker.py
 
@@ -50,8 +58,8 @@ def test_own_loop_example(tmp_path, monkeypatch, capsys):
 def test_lightning_example(tmp_path, monkeypatch):
     pytest.importorskip("lightning.pytorch")
     pytest.importorskip("tensorboard")
-    _run(_examples()[1], tmp_path, monkeypatch)
+    _run(_small(_examples()[1]), tmp_path, monkeypatch)
     run = tmp_path / "runs" / "lightning"
-    assert [r["epoch"] for r in RunDir(run).metrics()] == list(range(1, 31))
+    assert [r["epoch"] for r in RunDir(run).metrics()] == list(range(1, 11))
     assert (run / "report.html").exists() and list((run / "tensorboard").iterdir())
     assert main(["plot", str(run)]) == 0
