@@ -21,6 +21,7 @@ from marginlab.analysis import (
     fit_rates,
     kkt_residual,
     log_flow_times,
+    loss_sets_step,
 )
 from marginlab.cli import main
 from marginlab.errors import MarginlabError, RunDirectoryError
@@ -64,6 +65,28 @@ def test_fit_rates_recovers_the_theorem_from_exact_records(order):
     assert fit.rho_exponent_loglog_t == pytest.approx(1 / order, abs=1e-10)
     assert fit.theory_rho_exponent_loglog_t == 1 / order
     assert fit.r2_loss == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, 3.0])
+def test_norm_fit_with_initial_norm_term(order):
+    """ρ^L = 5 + 0.7 log T exactly (the theorem's form with an initial-norm intercept): the
+    affine fit is exact and the best power is L, while a bare power law in log T is not."""
+    records = _theory_records(order)
+    for r, lt in zip(records, log_flow_times(records)):
+        r["rho"] = (5.0 + 0.7 * lt) ** (1 / order)
+    fit = fit_rates(records, "exponential")
+    A, B = fit.coefficients["rho_affine"]
+    assert A == pytest.approx(5.0, rel=1e-9) and B == pytest.approx(0.7, rel=1e-9)
+    assert fit.r2_rho_affine == pytest.approx(1.0, abs=1e-12)
+    assert fit.rho_best_power == pytest.approx(order, abs=0.011)
+    assert fit.r2_rho < 1 - 1e-6
+
+
+def test_loss_sets_step_reads_the_schedule():
+    assert loss_sets_step({"schedule": {"name": "loss_based", "alpha0": 0.1}})
+    assert loss_sets_step({"schedule": {"name": "loss_based_momentum"}})
+    assert not loss_sets_step({"schedule": {"name": "constant", "lr": 0.1}})
+    assert not loss_sets_step({})
 
 
 def test_fit_rates_needs_enough_epochs():
@@ -198,6 +221,11 @@ def test_analyze_command_writes_json_plots_and_report(run_dir, capsys):
     html = (run_dir / "report" / "analysis.html").read_text()
     assert html.startswith("<section>") and 'src="plots/analysis-kkt.png"' in html
     assert "Monotonicity" in (run_dir / "report" / "analysis.md").read_text()
+    # a loss-based run: its loss rate is fixed by the schedule, said plainly, not reported
+    assert result["rates_set_by_schedule"] is True
+    assert "not evidence for Theorem 4.3" in out
+    md = (run_dir / "report" / "analysis.md").read_text()
+    assert "fixed by the schedule" in md and "log L vs log T" not in md
 
 
 def test_analyze_subset_and_errors(run_dir, tmp_path, capsys):

@@ -18,8 +18,13 @@ from marginlab.analysis.audit import (
 )
 from marginlab.analysis.kkt import KKTCurve, KKTResult, kkt_curve, kkt_residual
 from marginlab.analysis.margin_jacobian import MarginJacobian
-from marginlab.analysis.mexican_hat import MexicanHatFlow, MexicanHatResult, simulate
-from marginlab.analysis.rates import RateFit, fit_rates, log_flow_times
+from marginlab.analysis.mexican_hat import (
+    MexicanHatFlow,
+    MexicanHatResult,
+    simulate,
+    simulate_polar,
+)
+from marginlab.analysis.rates import RateFit, fit_rates, log_flow_times, loss_sets_step
 from marginlab.analysis.run import RunAnalysis, analyze_run
 from marginlab.analysis.tangent_svm import TangentSVMResult, tangent_svm
 
@@ -41,7 +46,9 @@ __all__ = [
     "kkt_curve",
     "kkt_residual",
     "log_flow_times",
+    "loss_sets_step",
     "simulate",
+    "simulate_polar",
     "tangent_svm",
     "trajectory_checkpoints",
 ]

@@ -115,8 +115,9 @@ def plot_smoothed_margin(records: Sequence[dict], audits: Sequence[MonotonicityA
 
 
 def plot_rates(records: Sequence[dict], fit: RateFit | None, path: str | os.PathLike, *,
-               title: str = "") -> Path:
-    """log L and log ρ against log T, with the fits of Theorem 4.3's forms."""
+               title: str = "", set_by_schedule: bool = False) -> Path:
+    """log L and log ρ against log T, with the fits of Theorem 4.3's forms (no loss fit when
+    the schedule sets the step from the loss: that relation is fixed by construction)."""
     plt = _plt()
     log_T = np.array(log_flow_times(records))
     log_L = np.array([float(r["log_loss_sum"]) for r in records])
@@ -133,19 +134,27 @@ def plot_rates(records: Sequence[dict], fit: RateFit | None, path: str | os.Path
     ax.set_ylabel("log ρ")
     if fit is not None:
         lt = np.array(fit.log_t)
-        a, b, c = fit.coefficients["loss"]
-        axes[0].plot(lt, a + b * lt + c * np.log(lt), "-", color="C0",
-                     label=f"fit: b = {b:.3f}, c = {c:.3f}")
-        a2, b2 = fit.coefficients["loss_given_theory"]
-        axes[0].plot(lt, a2 + b2 * lt + fit.theory_loss_exponent_loglog_t * np.log(lt), "--",
-                     color="C1", label=f"c at theory {fit.theory_loss_exponent_loglog_t:.3g}: "
-                                       f"b' = {b2:.3f}")
+        if set_by_schedule:
+            axes[0].set_title("fixed by the loss-based schedule (η = α/L): not evidence")
+        else:
+            a, b, c = fit.coefficients["loss"]
+            axes[0].plot(lt, a + b * lt + c * np.log(lt), "-", color="C0",
+                         label=f"fit: b = {b:.3f}, c = {c:.3f}")
+            a2, b2 = fit.coefficients["loss_given_theory"]
+            axes[0].plot(lt, a2 + b2 * lt + fit.theory_loss_exponent_loglog_t * np.log(lt),
+                         "--", color="C1",
+                         label=f"c at theory {fit.theory_loss_exponent_loglog_t:.3g}: "
+                               f"b' = {b2:.3f}")
+            axes[0].set_title("L ~ 1/(T (log T)^(2−2/L)): theory b = −1")
+        A, B = fit.coefficients.get("rho_affine", [math.nan, math.nan])
+        base = A + B * lt
+        good = base > 0
+        axes[1].plot(lt[good], np.log(base[good]) / fit.order, "-", color="C0",
+                     label=f"ρ^L = A + B log T (A = {A:.3g}), R² {fit.r2_rho_affine:.4f}")
         a3, d = fit.coefficients["rho"]
-        theory = fit.theory_rho_exponent_loglog_t
-        axes[1].plot(lt, a3 + d * np.log(lt), "-", color="C0",
-                     label=f"fit: ρ ∝ (log T)^{d:.3f} (theory {theory:.3g})")
-        axes[0].set_title("L ~ 1/(T (log T)^(2−2/L)): theory b = −1")
-        axes[1].set_title("ρ ~ (log T)^(1/L)")
+        axes[1].plot(lt, a3 + d * np.log(lt), "--", color="C1", lw=0.9,
+                     label=f"bare power law ρ ∝ (log T)^{d:.3f}")
+        axes[1].set_title("ρ ~ (log T)^(1/L)" + (" (descriptive)" if set_by_schedule else ""))
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -10,13 +10,20 @@ with T = Σ_{τ<t} η(τ) for gradient descent and L the homogeneity order. From
 
     log L = a + b log T + c log log T        (theory b = −1, c = −(2 − 2/L))
     log L + (2 − 2/L) log log T = a' + b' log T        (theory b' = −1; c held at theory)
-    log ρ = a'' + d log log T                 (theory d = 1/L)
+    log ρ = a'' + d log log T                 (theory d = 1/L; a bare power law)
+    ρ^L = A + B log T                         (the theorem's form with the initial norm in A)
+    ρ^k = A_k + B_k log T, best k by R²       (theory k = L)
 
 with L = ``log_loss_sum`` (natural log of the summed loss). The records' ``lr`` is the step on
 the *mean* batch loss, so T here is the flow time of the mean loss; the flow time of the summed
 loss is T/N, which shifts log T by a constant (the exponent b is unchanged, c and d absorb a
 log log correction that vanishes as log T ≫ log N). log T and log log T are nearly collinear
 over a short run, so b and c are individually ill-determined; b' is the robust number.
+
+Under a schedule that sets the step from the loss (η = α/L̄, Lyu & Li Appendix L.1) T grows as
+1/L by construction, so the loss fits measure the schedule, not Theorem 4.3; callers must not
+report them as evidence (:func:`loss_sets_step`). Theorem 4.3 itself is tested by the
+``lyu-li-rates`` experiment (constant steps and gradient flow over many decades of T).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 from marginlab.core.losses import Loss, get_loss
 from marginlab.errors import MarginlabError
 
-__all__ = ["RateFit", "fit_rates", "log_flow_times"]
+__all__ = ["RateFit", "fit_rates", "log_flow_times", "loss_sets_step"]
 
 LN10 = math.log(10.0)
 
@@ -50,8 +57,12 @@ class RateFit:
         theory_loss_exponent_t, theory_loss_exponent_loglog_t, theory_rho_exponent_loglog_t:
             the theorem's values.
         r2_loss, r2_rho: coefficients of determination of the joint loss fit and the ρ fit.
-        coefficients: intercepts and slopes of all three fits (for plotting), keys
-            ``loss`` (a, b, c), ``loss_given_theory`` (a', b'), ``rho`` (a'', d).
+        coefficients: intercepts and slopes of the fits (for plotting), keys
+            ``loss`` (a, b, c), ``loss_given_theory`` (a', b'), ``rho`` (a'', d),
+            ``rho_affine`` (A, B) of ρ^L = A + B log T.
+        r2_rho_affine: R² of ρ^L = A + B log T.
+        rho_best_power: the k in [0.25, 8] maximizing the R² of ρ^k = A_k + B_k log T
+            (theory L); ``nan`` when the fit is flat.
     """
 
     order: float
@@ -67,6 +78,8 @@ class RateFit:
     r2_loss: float
     r2_rho: float
     coefficients: dict[str, list[float]]
+    r2_rho_affine: float = math.nan
+    rho_best_power: float = math.nan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +163,11 @@ def fit_rates(records: Sequence[dict], loss: str | Loss = "exponential", *,
     coef, r2_loss = _lstsq([lt, llt], ll)
     coef_fixed, _ = _lstsq([lt], ll - c_theory * llt)
     coef_rho, r2_rho = _lstsq([llt], lr)
+    rho = np.exp(lr)
+    coef_aff, r2_aff = _lstsq([lt], rho**order)
+    powers = np.arange(0.25, 8.0 + 1e-9, 0.01)
+    r2s = [_lstsq([lt], rho**k)[1] for k in powers]
+    best = float(powers[int(np.argmax(r2s))]) if np.ptp(lr) > 0 else math.nan
     return RateFit(
         order=order, epochs=epochs, log_t=lt.tolist(),
         loss_exponent_t=float(coef[1]), loss_exponent_loglog_t=float(coef[2]),
@@ -158,7 +176,16 @@ def fit_rates(records: Sequence[dict], loss: str | Loss = "exponential", *,
         theory_loss_exponent_t=-1.0, theory_loss_exponent_loglog_t=c_theory,
         theory_rho_exponent_loglog_t=1.0 / order, r2_loss=r2_loss, r2_rho=r2_rho,
         coefficients={"loss": coef.tolist(), "loss_given_theory": coef_fixed.tolist(),
-                      "rho": coef_rho.tolist()})
+                      "rho": coef_rho.tolist(), "rho_affine": coef_aff.tolist()},
+        r2_rho_affine=r2_aff, rho_best_power=best)
+
+
+def loss_sets_step(config: dict) -> bool:
+    """Whether a run's schedule sets the step from the loss (``loss_based`` and its
+    variants), so that its T = Σ η is tied to 1/L by construction."""
+    schedule = config.get("schedule") if isinstance(config, dict) else None
+    name = schedule.get("name", "") if isinstance(schedule, dict) else str(schedule or "")
+    return name.startswith("loss_based")
 
 
 def _finite(v) -> bool:

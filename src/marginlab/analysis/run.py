@@ -34,7 +34,7 @@ from marginlab.analysis.audit import (
     trajectory_checkpoints,
 )
 from marginlab.analysis.kkt import kkt_residual
-from marginlab.analysis.rates import RateFit, fit_rates
+from marginlab.analysis.rates import RateFit, fit_rates, loss_sets_step
 from marginlab.analysis.tangent_svm import tangent_svm
 from marginlab.errors import (
     MarginlabError,
@@ -67,6 +67,8 @@ class RunAnalysis:
         tangent_svm: summary of the tangent-kernel SVM at the last checkpoint, or None.
         notes: why a part was skipped.
         files: paths written, relative to ``run_dir``.
+        rates_set_by_schedule: the run's step is set from its loss (loss-based schedules), so
+            its loss-rate fit is fixed by construction and reported as descriptive only.
     """
 
     run_dir: Path
@@ -79,6 +81,7 @@ class RunAnalysis:
     tangent_svm: dict | None = None
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    rates_set_by_schedule: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -87,6 +90,7 @@ class RunAnalysis:
             "rates": None if self.rates is None else self.rates.as_dict(),
             "direction": None if self.direction is None else self.direction.as_dict(),
             "tangent_svm": self.tangent_svm, "notes": self.notes, "files": self.files,
+            "rates_set_by_schedule": self.rates_set_by_schedule,
         }
 
 
@@ -146,7 +150,8 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
     if not records:
         raise RunDirectoryError(f"{run}/metrics.jsonl holds no epochs")
     loss = config.get("loss", "cross_entropy")
-    result = RunAnalysis(run_dir=run, tau=float(tau), n_samples=None)
+    result = RunAnalysis(run_dir=run, tau=float(tau), n_samples=None,
+                         rates_set_by_schedule=loss_sets_step(config))
     result.monotonicity = audit_monotonicity(records, loss, rel_tol=rel_tol)
     try:
         result.rates = fit_rates(records, loss)
@@ -211,7 +216,8 @@ def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> No
     plots.plot_smoothed_margin(records, result.monotonicity,
                                run / "plots" / "analysis-smoothed-margin.png", title=name)
     files.append("plots/analysis-smoothed-margin.png")
-    plots.plot_rates(records, result.rates, run / "plots" / "analysis-rates.png", title=name)
+    plots.plot_rates(records, result.rates, run / "plots" / "analysis-rates.png", title=name,
+                     set_by_schedule=result.rates_set_by_schedule)
     files.append("plots/analysis-rates.png")
     if result.direction is not None:
         plots.plot_direction(result.direction, run / "plots" / "analysis-direction.png",
@@ -253,20 +259,40 @@ def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> No
                for a in result.monotonicity])
     rep.image("plots/analysis-smoothed-margin.png", "smoothed margins")
     rep.heading("Rates (Theorem 4.3)", 3)
+    if result.rates_set_by_schedule:
+        sched = config.get("schedule", {})
+        rep.paragraph(
+            f"This run's step is set from its loss (schedule "
+            f"{sched.get('name') if isinstance(sched, dict) else sched}: η = α/L̄), so "
+            "T = Σ η grows as 1/L by construction and log L against log T is fixed by the "
+            "schedule: it is not evidence for Theorem 4.3, and no loss rate is reported. The "
+            "theorem is tested with constant steps and gradient flow by `marginlab reproduce "
+            "lyu-li-rates`. The norm fit below is descriptive only.", note=True)
     if result.rates is not None:
         r = result.rates
-        rep.table(["fit", "fitted", "theory"], [
-            ["log L vs log T (joint fit with log log T)", r.loss_exponent_t,
-             r.theory_loss_exponent_t],
-            ["log L vs log log T (joint fit)", r.loss_exponent_loglog_t,
-             r.theory_loss_exponent_loglog_t],
-            ["log L vs log T, log log T term at theory", r.loss_exponent_t_given_theory,
-             r.theory_loss_exponent_t],
-            ["log ρ vs log log T", r.rho_exponent_loglog_t, r.theory_rho_exponent_loglog_t],
-        ])
-        rep.paragraph(f"{len(r.epochs)} epochs from {r.epochs[0]} to {r.epochs[-1]}; "
-                      f"R² {r.r2_loss:.4f} (loss), {r.r2_rho:.4f} (ρ). T = Σ steps·lr with lr "
-                      "the step on the mean loss.")
+        rows = [
+            ["ρ^L = A + B log T (theorem's form; A carries the initial norm): R²",
+             r.r2_rho_affine, 1.0],
+            ["best k in ρ^k = A + B log T", r.rho_best_power, r.order],
+            ["log ρ vs log log T (bare power law)", r.rho_exponent_loglog_t,
+             r.theory_rho_exponent_loglog_t],
+        ]
+        if not result.rates_set_by_schedule:
+            rows = [
+                ["log L vs log T (joint fit with log log T)", r.loss_exponent_t,
+                 r.theory_loss_exponent_t],
+                ["log L vs log log T (joint fit)", r.loss_exponent_loglog_t,
+                 r.theory_loss_exponent_loglog_t],
+                ["log L vs log T, log log T term at theory", r.loss_exponent_t_given_theory,
+                 r.theory_loss_exponent_t],
+                *rows]
+        rep.table(["fit", "fitted", "theory"], rows)
+        span = r.log_t[-1] - r.log_t[0] if r.log_t else 0.0
+        rep.paragraph(f"{len(r.epochs)} epochs from {r.epochs[0]} to {r.epochs[-1]}, T spanning "
+                      f"a factor e^{span:.3g}; R² {r.r2_loss:.4f} (loss), {r.r2_rho:.4f} "
+                      "(ρ, power law). T = Σ steps·lr with lr the step on the mean loss. "
+                      "Theorem 4.3 is asymptotic: over less than a few decades of T these "
+                      "numbers describe the run, they do not test the theorem.")
     rep.image("plots/analysis-rates.png", "rates")
     if result.direction is not None:
         d = result.direction

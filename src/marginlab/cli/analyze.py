@@ -47,10 +47,15 @@ def run(args: argparse.Namespace) -> int:
     for a in result.monotonicity:
         print(f"{a.field}: {a.n_decreases} decreases in {a.n_checked} pairs after epoch "
               f"{a.start_epoch} (max relative {a.max_relative_decrease:.3g})")
-    if result.rates is not None:
+    if result.rates_set_by_schedule:
+        print("rates: the loss-based schedule sets the step from the loss (eta = alpha/L), so "
+              "the loss rate is fixed by construction and is not evidence for Theorem 4.3 "
+              "(see `marginlab reproduce lyu-li-rates`)")
+    elif result.rates is not None:
         r = result.rates
         print(f"rates: log L ~ {r.loss_exponent_t_given_theory:.4f} log T (theory -1), "
-              f"rho ~ (log T)^{r.rho_exponent_loglog_t:.4f} (theory {1 / r.order:.4g})")
+              f"rho^k affine in log T at k = {r.rho_best_power:.3g} (theory {r.order:.4g}); "
+              "descriptive over this run's span of T")
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {', '.join(result.files)} in {result.run_dir}")
