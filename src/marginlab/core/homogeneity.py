@@ -168,7 +168,8 @@ def check(
         missing = [m for m in members if m not in named]
         if missing:
             raise MarginlabError(f"group {gname!r} names unknown parameters: {', '.join(missing)}")
-    x = example_inputs[:n_inputs].to(torch.float64)
+    device = next(iter(named.values())).device
+    x = example_inputs[:n_inputs].to(device=device, dtype=torch.float64)
     # Homogeneity is a property of the parameterization, so it must hold at every θ: check at
     # the given parameters and at a random perturbation of them (zero-initialized biases would
     # otherwise make a network with biases look homogeneous).
@@ -179,7 +180,8 @@ def check(
     for perturb in (False, True):
         with torch.no_grad():
             for p, p0 in zip(named.values(), given):
-                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype) if perturb else 0.0
+                noise = (torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+                         if perturb else 0.0)
                 scale = p0.pow(2).mean().sqrt().item() if p0.numel() else 0.0
                 p.copy_(p0 + 0.5 * (scale if scale > 0 else 0.1) * noise)
         base = _outputs(probe, x)
