@@ -1,4 +1,5 @@
-"""A Lightning model trained for a few epochs on CPU with MarginCallback: its run directory holds
+"""A Lightning model trained for a few epochs on CPU with MarginCallback, stopped and resumed from
+Lightning's checkpoint: its run directory holds
 margins that match an independent float64 computation, `marginlab plot`, `analyze` and
 `attack` read it, and the TensorBoard scalars read back with TensorBoard's own reader."""
 
@@ -42,13 +43,22 @@ def test_lightning_fit_writes_a_run_directory_and_tensorboard_scalars(tmp_path, 
                                          shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     run = tmp_path / "lit"
-    callback = MarginCallback(run, X, y, test=split.test, module="net", snapshots_at=(-0.3,),
-                              trajectory_every=1, tensorboard=True, progress=False)
-    lit = Classifier(lr=0.5)
-    trainer = pl.Trainer(max_epochs=12, accelerator="cpu", logger=False, callbacks=[callback],
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path))
-    trainer.fit(lit, loader)
+
+    def fit(max_epochs: int, ckpt_path=None) -> Classifier:
+        callback = MarginCallback(run, X, y, test=split.test, module="net",
+                                  snapshots_at=(-0.3,), trajectory_every=1, tensorboard=True,
+                                  resume=True, progress=False)
+        lit = Classifier(lr=0.5)
+        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False,
+                             callbacks=[callback], enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=str(tmp_path))
+        trainer.fit(lit, loader, ckpt_path=ckpt_path)
+        return lit
+
+    fit(8)  # then resumed from Lightning's own checkpoint, in a new process as it were
+    assert [r["epoch"] for r in RunDir(run).metrics()] == list(range(1, 9))
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    lit = fit(12, ckpt_path=str(ckpt))
 
     records = RunDir(run).metrics()
     assert [r["epoch"] for r in records] == list(range(1, 13))
