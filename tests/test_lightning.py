@@ -1,7 +1,7 @@
-"""A Lightning model trained for a few epochs on CPU with MarginCallback, stopped and resumed from
-Lightning's checkpoint: its run directory holds
-margins that match an independent float64 computation, `marginlab plot`, `analyze` and
-`attack` read it, and the TensorBoard scalars read back with TensorBoard's own reader."""
+"""A Lightning model trained for a few epochs on CPU with MarginCallback, stopped and resumed
+from Lightning's own checkpoint: its run directory holds margins that match an independent
+float64 computation, `marginlab plot`, `analyze` and `attack` read it, and the TensorBoard
+scalars read back with TensorBoard's own reader."""
 
 from __future__ import annotations
 
