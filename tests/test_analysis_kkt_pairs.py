@@ -130,3 +130,38 @@ def test_binary_rows_are_the_samples():
     assert (res.constraints[:, 1] == -1).all()
     q = (y.double() * (X @ torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)))
     np.testing.assert_allclose(res.margins.numpy(), (q / q.min()).numpy(), rtol=1e-12)
+
+
+def test_relu_hull_residual_against_nnls_and_extremes():
+    from marginlab.analysis.clarke import relu_hull_residual
+
+    net, X, y = _trained(1)
+    # no unit counted as near a kink: the hull problem is (P)'s NNLS with autograd's gradients
+    plain = relu_hull_residual(net, X, y, tau=0.5, rel=0.0)
+    ref = kkt_residual(net, X, y, tau=0.5)
+    assert plain.n_kinks == 0
+    assert plain.eps_relative == pytest.approx(ref.eps_relative, rel=1e-8)
+    # a generous kink tolerance: the hull contains relu' = 0 and relu' = 1 for those units,
+    # so its ε is at most either extreme's (scipy's NNLS on the explicit Jacobians)
+    hull = relu_hull_residual(net, X, y, tau=0.5, rel=0.3)
+    assert hull.n_kinks > 0 and hull.eps_relative <= hull.eps_relative_fixed + 1e-12
+    W1, W2 = net[0].weight.detach(), net[2].weight.detach()
+    out = net(X).detach()
+    pairs = [(i, j) for i in range(X.shape[0]) for j in range(4) if j != int(y[i])]
+    s = np.array([float(out[i, y[i]] - out[i, j]) for i, j in pairs])
+    c = s.min() ** -0.5
+    W1s, W2s = W1 * c, W2 * c
+    H = X @ W1s.T
+    kink = H.abs() <= 0.3 * X.norm(dim=1, keepdim=True) * W1s.norm(dim=1)[None, :]
+    theta = torch.cat([W1s.reshape(-1), W2s.reshape(-1)]).numpy()
+    cols = []
+    for (i, j), v in zip(pairs, s / s.min()):
+        if v <= 1.5:
+            slope = ((H[i] > 0) | kink[i]).double()  # relu' = 1 on every near-kink unit
+            g1 = ((W2s[y[i]] - W2s[j]) * slope)[:, None] * X[i][None, :]
+            g2 = torch.zeros(4, W1.shape[0], dtype=torch.float64)
+            g2[y[i]] += torch.relu(H[i])
+            g2[j] -= torch.relu(H[i])
+            cols.append(torch.cat([g1.reshape(-1), g2.reshape(-1)]).numpy())
+    _, res_one = scipy.optimize.nnls(np.array(cols).T, theta, maxiter=5000)
+    assert hull.eps_relative <= res_one / np.linalg.norm(theta) + 1e-9
