@@ -150,7 +150,7 @@ def test_paper_sweep_gives_each_data_set_its_own_schedule():
 
 TINY = {"n_train": 50, "n_test": 50, "widths": [16], "epochs": 10, "milestone_epochs": 10,
         "batch_size": 25, "lr": 0.1, "weight_decay": 1e-3, "lr_milestones": [[3, 0.5], [7, 0.1]],
-        "wd_milestones": [[4, 0.2], [8, 0.5]], "checkpoint_every": 10}
+        "wd_milestones": [[4, 0.2], [8, 0.5]], "checkpoint_every": 10, "lambda_grid": []}
 
 
 def test_trial_applies_the_milestones_at_the_right_epochs(tmp_path):
@@ -191,9 +191,58 @@ def test_tiny_run_writes_trials_plots_and_report(tmp_path):
     assert (out / "runs" / "mnist5k-annealed-seed0" / "metrics.jsonl").exists()
     assert (out / "plots" / "wd_anneal.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
-    assert md.startswith("# wei-wd-anneal") and "5.86" in md and "CPU scale" in md
+    assert md.startswith("# wei-wd-anneal") and "5.86" in md and "substitute" in md
     with pytest.raises(MarginlabError):
         exp.run(exp.request("cpu", out, settings))
+
+
+def test_initial_lambda_is_chosen_on_held_out_images_and_claimed(tmp_path):
+    from scipy import stats
+
+    from marginlab.claims import read_claims
+
+    exp = experiments.get("wei-wd-anneal")
+    out = tmp_path / "wd"
+    settings = {**TINY, "epochs": 3, "trials": 3, "workers": 0, "weight_decay": None,
+                "lambda_grid": [1e-4, 3.0], "validation": 20, "selection_seeds": 1}
+    exp.run(exp.request("cpu", out, settings))
+    rows = _read(out / "trials.jsonl")
+    select = [r for r in rows if r["params"].get("stage") == "select"]
+    assert [r["params"]["weight_decay"] for r in select] == [1e-4, 3.0]
+    # λ = 3 shrinks the weights to nothing: chance-level validation error, so 1e-4 is chosen.
+    assert select[1]["result"]["test_error"] > select[0]["result"]["test_error"]
+    final = [r for r in rows if r["params"].get("stage") is None]
+    assert len(final) == 6
+    for arm in ("annealed", "fixed"):
+        spec = json.loads((out / "runs" / f"mnist5k-{arm}-seed0" / "config.json").read_text())
+        assert spec["spec"]["weight_decay"] == 1e-4
+    (claim,) = read_claims(out)
+    diffs = []
+    for seed in range(3):
+        err = {r["params"]["weight_decay_schedule"]: r["result"]["test_error"] for r in final
+               if r["params"]["seed"] == seed}
+        diffs.append(100 * (err["fixed"] - err["annealed"]))
+    assert claim.effect == pytest.approx(np.mean(diffs), abs=1e-12)
+    assert claim.se == pytest.approx(stats.sem(diffs), rel=1e-9)
+    assert claim.verdict in ("reproduced", "partly", "not reproduced")
+    assert "substitute" in claim.measured and "6.01" in claim.paper
+    md = (out / "report.md").read_text()
+    assert "chosen on held-out data" in md and claim.verdict in md
+
+
+def test_held_out_split_is_disjoint_and_fixed():
+    from marginlab import data
+
+    split = data.load("mnist5k", n_train=100, n_test=10)
+    a, b = wd.held_out_split(split, 30), wd.held_out_split(split, 30)
+    assert len(a.y_train) == 70 and len(a.y_test) == 30
+    assert np.array_equal(a.X_test.numpy(), b.X_test.numpy())
+    rows = {x.numpy().tobytes() for x in split.X_train}
+    tr = {x.numpy().tobytes() for x in a.X_train}
+    va = {x.numpy().tobytes() for x in a.X_test}
+    assert not tr & va and tr | va == rows
+    with pytest.raises(MarginlabError, match="validation"):
+        wd.held_out_split(split, 100)
 
 
 def test_paper_scale_needs_the_data_directory(tmp_path):
@@ -236,7 +285,7 @@ def test_paper_scale_runs_both_data_sets_end_to_end(tmp_path):
             assert meta["spec"]["name"] == "wrn16"
             assert meta["spec"]["kwargs"]["num_classes"] == classes
     md = (out / "report.md").read_text()
-    assert "## cifar10: test error" in md and "## cifar100: test error" in md
+    assert "## cifar10: this run's test error" in md and "## cifar100: this run's test error" in md
     assert "| 26.22 |" in md and "| 5.86 |" in md and "CIFAR-10 only" not in md
     assert "weight_decay (cifar100) = 0.0005" in md
     assert (out / "plots" / "wd_anneal.png").stat().st_size > 10_000
