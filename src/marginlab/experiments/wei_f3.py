@@ -45,7 +45,7 @@ from marginlab.data.synthetic import one_dimensional
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_generalization import _mean_std, _mpl, _versions
+from marginlab.experiments.wei_common import mean_std, pyplot, versions
 from marginlab.report import Report
 from marginlab.storage import append_jsonl
 
@@ -261,7 +261,7 @@ def f3_claims(summary: Sequence[dict], lam: float, scale: str, s) -> list[Claim]
     }
     for arm, text in texts.items():
         hits, total = within(summary, lam, arm)
-        m, sd, _ = _mean_std(_at(summary, lam, f"{arm}_ratio"))
+        m, sd, _ = mean_std(_at(summary, lam, f"{arm}_ratio"))
         claims.append(_count_claim(
             f"The trained network reaches the max normalized margin at small λ ({text})",
             source, paper,
@@ -271,14 +271,14 @@ def f3_claims(summary: Sequence[dict], lam: float, scale: str, s) -> list[Claim]
 
 
 def _plot(summary, functions, lambdas, plots: Path) -> None:
-    plt = _mpl()
+    plt = pyplot()
     plots.mkdir(parents=True, exist_ok=True)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8))
     lam = np.asarray(lambdas)
-    opt = np.array([_mean_std(_at(summary, v, "optimum_ratio"))[0] for v in lam])
+    opt = np.array([mean_std(_at(summary, v, "optimum_ratio"))[0] for v in lam])
     ax.plot(lam, opt, "k-", lw=2, label="certified optimum of L_λ (reference, not trained)")
     for k, (arm, (label, color, marker)) in enumerate(ARMS.items()):
-        stats = np.array([_mean_std(_at(summary, v, f"{arm}_ratio"))[:2] for v in lam])
+        stats = np.array([mean_std(_at(summary, v, f"{arm}_ratio"))[:2] for v in lam])
         shift = lam * 1.12 ** (k - 1.5)  # side by side, so the error bars do not overlap
         ax.errorbar(shift, stats[:, 0], yerr=stats[:, 1], color=color, marker=marker, ms=4,
                     capsize=2, ls="--", label=f"{label} (mean ± std)")
@@ -318,7 +318,7 @@ def _report(request, out, summary, lambdas, wall) -> Path:
         "The paper does not state its optimizer, step count, width or data points. Reference: "
         "the continuum ℓ1-SVM (column generation with exact pricing, certified by LP duality; "
         f"the paper used a 1000-angle grid, here {s['grid']} angles give "
-        f"{100 * _mean_std([1 - r['gamma_l1_grid'] / r['gamma_l1'] for r in summary])[0]:.2g}% "
+        f"{100 * mean_std([1 - r['gamma_l1_grid'] / r['gamma_l1'] for r in summary])[0]:.2g}% "
         "less) and, at each λ, the certified global optimum of L_λ (convex reformulation, "
         "exact over the circle). The optimum is the reference line: what the figure shows is "
         "whether TRAINED networks get there.")
@@ -337,9 +337,9 @@ def _report(request, out, summary, lambdas, wall) -> Path:
                 "trials within 1% of the certified optimum)")
     rows = []
     for lam in lambdas:
-        row = [f"{lam:.0e}", f"{_mean_std(_at(summary, lam, 'optimum_ratio'))[0]:.4f}"]
+        row = [f"{lam:.0e}", f"{mean_std(_at(summary, lam, 'optimum_ratio'))[0]:.4f}"]
         for arm in ARMS:
-            m, sd, _ = _mean_std(_at(summary, lam, f"{arm}_ratio"))
+            m, sd, _ = mean_std(_at(summary, lam, f"{arm}_ratio"))
             hits, total = within(summary, lam, arm)
             row.append(f"{m:.3f} ± {sd:.3f} ({hits}/{total})")
         rows.append(row)
@@ -352,7 +352,7 @@ def _report(request, out, summary, lambdas, wall) -> Path:
         "would lower the objective), which plain first-order training cannot do once no unit "
         "is near such a direction: the comparison of the arms locates why random starts miss.")
     rep.heading("Settings")
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **_versions()}.items()))
+    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **versions()}.items()))
     return rep.write(out)
 
 

@@ -25,9 +25,7 @@ format ``marginlab sweep`` writes), PNG figures in ``plots/`` and ``report.html`
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import platform
 import time
@@ -44,86 +42,22 @@ from marginlab.core.losses import get_loss, log_loss_from_logits, log_loss_from_
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.io import storage
+from marginlab.experiments.wei_common import (
+    mean_std,
+    ms_text,
+    numbers,
+    pyplot,
+    raise_failures,
+    run_trials,
+    versions,
+)
 from marginlab.io.report import Report, fmt
 from marginlab.sweep.backends import TrialRecord
-from marginlab.sweep.spec import Trial
 
 __all__ = ["fig2_trial", "fig3_trial", "lambda_path", "run_fig2", "run_fig3", "run_trials",
            "train_gd", "train_lbfgs"]
 
 TASKS = ("logistic", "squared", "cross_entropy")
-
-
-# ----------------------------------------------------------------------------- running trials
-
-
-def trial_id(settings: Mapping) -> str:
-    """12 hex digits of the SHA-256 of a trial's settings (stable across runs, for resuming)."""
-    text = json.dumps(storage.to_jsonable(dict(settings)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def run_trials(out: Path, fn: Callable[[dict], dict], points: Sequence[tuple[dict, dict]], *,
-               workers: int, resume: bool = False, desc: str = "trials") -> list[TrialRecord]:
-    """Run ``fn`` on every (params, settings) point with the sweep runner
-    (:func:`marginlab.sweep.run_trials`), appending each result to ``out/trials.jsonl`` the
-    moment it finishes.
-
-    With ``resume``, trials already recorded as successful are not run again. A failing trial is
-    recorded with its error and the others go on. ``workers`` > 1 runs trials on that many
-    spawned processes (one torch thread each); otherwise they run here, one after the other.
-
-    Returns:
-        The latest record of every point, in the order of ``points``.
-    """
-    from marginlab.sweep.runner import run_trials as run_sweep_trials
-
-    trials = [Trial(trial_id(s), dict(p), dict(s)) for p, s in points]
-    parallel = workers > 1 and len(trials) > 1
-    return run_sweep_trials(out / "trials.jsonl", trials, lambda _trial: fn, resume=resume,
-                            workers=min(workers, len(trials)) if parallel else 0,
-                            desc=desc).records
-
-
-def raise_failures(records: Sequence[TrialRecord], out: Path) -> None:
-    """Raise MarginlabError naming the first failure if any trial failed."""
-    failed = [r for r in records if not r.ok]
-    if failed:
-        raise MarginlabError(f"{len(failed)} of {len(records)} trials failed (first: "
-                             f"{failed[0].error}); see {out / 'trials.jsonl'}; the report "
-                             "covers the others")
-
-
-def _versions() -> dict:
-    import scipy
-
-    return {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine()}
-
-
-def _mpl():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _mean_std(values) -> tuple[float, float, int]:
-    """Mean, sample std (ddof 1; 0 for one value) and count of the finite values."""
-    v = np.asarray([x for x in values if isinstance(x, (int, float)) and math.isfinite(x)],
-                   dtype=np.float64)
-    if not len(v):
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
-
-
-def _ms(values, digits: int = 3) -> str:
-    m, s, k = _mean_std(values)
-    return "–" if not k else f"{fmt(m, digits)} ± {fmt(s, 2)}"
 
 
 # ----------------------------------------------------------------------------- training
@@ -416,17 +350,6 @@ def _fitted(result: dict) -> bool:
     return bool(result.get("fitted"))
 
 
-def _numbers(values) -> list[float]:
-    """Values from JSON results as floats (inf/NaN were stored as strings)."""
-    out = []
-    for v in values:
-        try:
-            out.append(float(v))
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
 def run_fig2(request: RunRequest) -> Path:
     """Figure 2: network vs kernel test error and bounds against the sample size n."""
     s = request.settings
@@ -449,7 +372,7 @@ FIG2_PANELS = {
 
 
 def _curve(records, ns, key):
-    stats = [_mean_std(_numbers(_by(records, "n", n, key))) for n in ns]
+    stats = [mean_std(numbers(_by(records, "n", n, key))) for n in ns]
     return np.array([m for m, _, _ in stats]), np.array([sd for _, sd, _ in stats])
 
 
@@ -457,7 +380,7 @@ def _plot_fig2(records, ns, tasks, plots: Path) -> dict[str, float]:
     """Figure 2 (errors and scaled bounds against n) and the margins/norms behind the bounds.
 
     Returns the constant each panel's bounds were multiplied by."""
-    plt = _mpl()
+    plt = pyplot()
     plots.mkdir(parents=True, exist_ok=True)
     tasks = [t for t in FIG2_PANELS if t in tasks]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
@@ -523,7 +446,7 @@ def _plot_fig2(records, ns, tasks, plots: Path) -> dict[str, float]:
 
 def _settings_block(rep: Report, s: Mapping) -> None:
     rep.heading("Settings")
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **_versions()}.items()))
+    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **versions()}.items()))
 
 
 def _trainer_text(s: Mapping, prefix: str = "") -> str:
@@ -594,11 +517,13 @@ def _report_fig2(request, out, records, ns, scales, wall) -> Path:
     if "classification" in s["tasks"]:
         rows = []
         for n in ns:
-            g = lambda k, n=n: _numbers(_by(ok, "n", n, k))  # noqa: E731
-            rows.append([n, _ms(g("cls_test_error_net")), _ms(g("cls_test_error_kernel")),
-                         _ms(g("cls_bound_net")), _ms(g("cls_bound_kernel")),
-                         _ms(g("cls_margin_net")), _ms([v / 2 for v in g("cls_gamma_l1_lp")]),
-                         _ms(g("cls_margin_kernel")), _ms(g("cls_train_error_net")),
+            g = lambda k, n=n: numbers(_by(ok, "n", n, k))  # noqa: E731
+            rows.append([n, ms_text(g("cls_test_error_net")),
+                         ms_text(g("cls_test_error_kernel")),
+                         ms_text(g("cls_bound_net")), ms_text(g("cls_bound_kernel")),
+                         ms_text(g("cls_margin_net")),
+                         ms_text([v / 2 for v in g("cls_gamma_l1_lp")]),
+                         ms_text(g("cls_margin_kernel")), ms_text(g("cls_train_error_net")),
                          len(g("cls_test_error_net"))])
         rep.heading("Classification (mean ± std over trials)")
         rep.table(["n", "test error, network", "test error, kernel", "bound, network",
@@ -607,12 +532,12 @@ def _report_fig2(request, out, records, ns, scales, wall) -> Path:
     if "regression" in s["tasks"]:
         rows = []
         for n in ns:
-            g = lambda k, n=n: _numbers(_by(ok, "n", n, k))  # noqa: E731
-            rows.append([n, _ms(g("reg_test_mse_net")), _ms(g("reg_test_mse_kernel")),
-                         _ms(g("reg_test_mse_zero")), _ms(g("reg_bound_net")),
-                         _ms(g("reg_bound_kernel")), _ms(g("reg_path_norm_net")),
-                         _ms(g("reg_l1_norm_lp")), _ms(g("reg_norm_kernel")),
-                         _ms(g("reg_train_mse_net")), len(g("reg_test_mse_net"))])
+            g = lambda k, n=n: numbers(_by(ok, "n", n, k))  # noqa: E731
+            rows.append([n, ms_text(g("reg_test_mse_net")), ms_text(g("reg_test_mse_kernel")),
+                         ms_text(g("reg_test_mse_zero")), ms_text(g("reg_bound_net")),
+                         ms_text(g("reg_bound_kernel")), ms_text(g("reg_path_norm_net")),
+                         ms_text(g("reg_l1_norm_lp")), ms_text(g("reg_norm_kernel")),
+                         ms_text(g("reg_train_mse_net")), len(g("reg_test_mse_net"))])
         rep.heading("Regression (mean ± std over trials)")
         rep.table(["n", "test MSE, network", "test MSE, kernel", "test MSE of 0",
                    "bound, network", "bound, kernel", "Σ|a_j|‖w_j‖ network",
@@ -639,10 +564,10 @@ def _fig2_checks(ok, ns, tasks) -> list[str]:
     lines = []
     for task in (t for t in FIG2_PANELS if t in tasks):
         prefix, err, _, _ = FIG2_PANELS[task]
-        net = [_mean_std(_numbers(_by(ok, "n", n, f"{prefix}_{err}_net")))[0] for n in ns]
-        ker = [_mean_std(_numbers(_by(ok, "n", n, f"{prefix}_{err}_kernel")))[0] for n in ns]
-        bn = [_mean_std(_numbers(_by(ok, "n", n, f"{prefix}_bound_net")))[0] for n in ns]
-        bk = [_mean_std(_numbers(_by(ok, "n", n, f"{prefix}_bound_kernel")))[0] for n in ns]
+        net = [mean_std(numbers(_by(ok, "n", n, f"{prefix}_{err}_net")))[0] for n in ns]
+        ker = [mean_std(numbers(_by(ok, "n", n, f"{prefix}_{err}_kernel")))[0] for n in ns]
+        bn = [mean_std(numbers(_by(ok, "n", n, f"{prefix}_bound_net")))[0] for n in ns]
+        bk = [mean_std(numbers(_by(ok, "n", n, f"{prefix}_bound_kernel")))[0] for n in ns]
         wins = sum(a < b for a, b in zip(net, ker))
         lines.append(
             f"{task}: the network's mean test error is below the kernel's at {wins} of "
@@ -782,7 +707,7 @@ def _monotone(records, part: str, widths: Sequence[int], rel_tol: float = 1e-3) 
         seed_drops, seed_pairs = seed_drops + d, seed_pairs + p
     common = [v for v in per_seed.values() if all(math.isfinite(x) for x in v)]
     common_means = list(np.mean(common, axis=0)) if common else [math.nan] * len(widths)
-    fitted_means = [_mean_std(_numbers(_by(rs, "width", w, "normalized_margin", _fitted)))[0]
+    fitted_means = [mean_std(numbers(_by(rs, "width", w, "normalized_margin", _fitted)))[0]
                     for w in widths]
     return {"seed_drops": seed_drops, "seed_pairs": seed_pairs,
             "common_seeds": len(common), "common_drops": drops(common_means)[0],
@@ -792,7 +717,7 @@ def _monotone(records, part: str, widths: Sequence[int], rel_tol: float = 1e-3) 
 
 
 def _plot_fig3(records, widths, plots: Path) -> None:
-    plt = _mpl()
+    plt = pyplot()
     plots.mkdir(parents=True, exist_ok=True)
     parts = [p for p in ("synthetic", "mnist") if widths[p]]
     fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 4.6), squeeze=False)
@@ -800,7 +725,7 @@ def _plot_fig3(records, widths, plots: Path) -> None:
         rs, ws = _part(records, part), widths[part]
 
         def curve(key, rs=rs, ws=ws):
-            st = [_mean_std(_numbers(_by(rs, "width", w, key, _fitted)))
+            st = [mean_std(numbers(_by(rs, "width", w, key, _fitted)))
                   for w in ws]
             return np.array([m for m, _, _ in st]), np.array([sd for _, sd, _ in st])
 
@@ -869,12 +794,12 @@ def _report_fig3(request, out, records, widths, checks, wall) -> Path:
         rs = _part(records, part)
         rows = []
         for w in widths[part]:
-            g = lambda k, w=w: _numbers(_by(rs, "width", w, k, _fitted))  # noqa
+            g = lambda k, w=w: numbers(_by(rs, "width", w, k, _fitted))  # noqa
             n_all = len(_by(rs, "width", w, "fitted"))
-            row = [w, f"{len(g('test_error'))} of {n_all}", _ms(g("test_error")),
-                   _ms(g("normalized_margin"), 4), _ms(g("norm_sq"))]
+            row = [w, f"{len(g('test_error'))} of {n_all}", ms_text(g("test_error")),
+                   ms_text(g("normalized_margin"), 4), ms_text(g("norm_sq"))]
             if part == "synthetic":
-                row.append(_ms([v / 2 for v in g("gamma_l1_lp")], 4))
+                row.append(ms_text([v / 2 for v in g("gamma_l1_lp")], 4))
             rows.append(row)
         rep.heading(f"{part} (mean ± std over trials that fit the training data)")
         headers = ["width", "fitted trials", "test error", "normalized margin", "‖Θ‖²"]
@@ -896,7 +821,7 @@ def _report_fig3(request, out, records, widths, checks, wall) -> Path:
             f"{c['fitted_drops']} of {c['fitted_pairs']}. The theorem is about the maximum "
             "margin; a trained network reaches it only approximately, so a small decrease "
             "points at the optimizer, not at the theorem.", note=True)
-        errs = [_mean_std(_numbers(_by(rs, "width", w, "test_error", _fitted)))[0]
+        errs = [mean_std(numbers(_by(rs, "width", w, "test_error", _fitted)))[0]
                 for w in widths[part]]
         finite = [e for e in errs if math.isfinite(e)]
         if len(finite) >= 2:

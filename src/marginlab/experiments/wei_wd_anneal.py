@@ -50,13 +50,13 @@ from marginlab.claims import (
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_generalization import (
-    _mpl,
-    _ms,
-    _numbers,
-    _versions,
+from marginlab.experiments.wei_common import (
+    ms_text,
+    numbers,
+    pyplot,
     raise_failures,
     run_trials,
+    versions,
 )
 from marginlab.io import storage
 from marginlab.io.report import Report, fmt
@@ -421,7 +421,7 @@ def _milestones(s: Mapping) -> tuple[dict[int, float], dict[int, float]]:
 def _plot(curves: Mapping[str, Mapping[str, list[list[dict]]]],
           per_data: Mapping[str, Mapping], plots: Path) -> None:
     """One row per data set: test error per epoch, and the recorded λ(t) and lr(t)."""
-    plt = _mpl()
+    plt = pyplot()
     plots.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(curves), 2, figsize=(13, 4.6 * len(curves)), squeeze=False)
     for (d, by_arm), (ax, bx) in zip(curves.items(), axes):
@@ -560,7 +560,7 @@ def _report(request: RunRequest, out: Path, per_data: Mapping[str, Mapping], rec
     rep.heading("Settings")
     resolved = {f"{key} ({d})": sd[key] for d, sd in per_data.items()
                 for key in ("weight_decay", "wd_milestones")}
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **resolved, **_versions()}.items()))
+    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **resolved, **versions()}.items()))
     return rep.write(out)
 
 
@@ -570,12 +570,12 @@ def _data_tables(rep: Report, d: str, ok: Sequence) -> None:
     paper_sigma = d if d in PAPER_WEIGHT_DECAY else "cifar10"
     rows = []
     for arm in ARMS:
-        g = lambda k, arm=arm: _numbers(  # noqa: E731
+        g = lambda k, arm=arm: numbers(  # noqa: E731
             [r.result.get(k) for r in ok if r.params["weight_decay_schedule"] == arm])
-        rows.append([arm, len(g("test_error")), _ms([100 * v for v in g("test_error")]),
-                     _ms([100 * v for v in g("min_test_error")]),
-                     _ms([100 * v for v in g("train_error")]), _ms(g("log10_loss_mean")),
-                     _ms(g("cumulative_decay")),
+        rows.append([arm, len(g("test_error")), ms_text([100 * v for v in g("test_error")]),
+                     ms_text([100 * v for v in g("min_test_error")]),
+                     ms_text([100 * v for v in g("train_error")]), ms_text(g("log10_loss_mean")),
+                     ms_text(g("cumulative_decay")),
                      round(paper_cumulative_decay(arm, data=paper_sigma), 3)])
     rep.heading(f"{d}: this run's test error (%), final epoch (mean ± std over seeds)")
     rep.table(["weight decay", "seeds", "test error (%)", "best epoch's test error (%)",
