@@ -340,6 +340,16 @@ def test_experiment_writes_outputs_and_refuses_a_used_directory(tmp_path):
     }
     assert all(t["max_mass_error"] < 1e-12 for t in trials)
     assert json.loads((out / "reference.json").read_text())["certified"] is True
+    from marginlab.claims import read_claims
+
+    claims = read_claims(out)
+    assert [c.claim.split(" (")[0] for c in claims][:1] == [
+        "Plain Wasserstein gradient flow"]
+    stalled = all(t["min_gap"] > 1e-2 and t["final_min_first_variation"] < 0
+                  for t in trials if t["sigma"] == 0)
+    assert claims[0].verdict == ("reproduced" if stalled else "not reproduced")
+    hits = sum(t["min_gap"] <= 1e-2 for t in trials if t["sigma"] == 0.01)
+    assert f"in {hits} of 2 seeds" in claims[1].measured
     with pytest.raises(MarginlabError):
         exp.run(exp.request("cpu", out, over))
     # An interrupted run (last trial line lost) is completed by resume, without duplicates.
