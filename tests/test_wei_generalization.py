@@ -199,13 +199,25 @@ def test_fig3_mnist_trial_with_sgd_and_lbfgs():
 def test_fig2_tiny_run_writes_trials_plots_and_report(tmp_path):
     exp = experiments.get("wei-fig2")
     out = tmp_path / "fig2"
-    settings = {"ns": [12, 24], "trials": 1, "d": 4, "n_test": 200, "lam": 1e-4,
-                "max_iter": 30, "lp_directions": 50, "workers": 0}
+    settings = {"ns": [12, 24], "trials": 2, "d": 4, "n_test": 200, "lam": 1e-4,
+                "steps": 300, "lp_directions": 50, "workers": 0}
     page = exp.run(exp.request("cpu", out, settings))
     assert page == out / "report.html"
     rows = _read(out / "trials.jsonl")
-    assert [r["params"]["n"] for r in rows] == [12, 24]
+    assert [r["params"]["n"] for r in rows] == [12, 12, 24, 24]
     assert all(r["status"] == "ok" for r in rows)
+    from scipy import stats
+
+    from marginlab.claims import read_claims
+
+    cls, reg = read_claims(out)
+    big = [r["result"] for r in rows if r["params"]["n"] == 24]
+    diffs = [r["cls_test_error_kernel"] - r["cls_test_error_net"] for r in big]
+    assert cls.effect == pytest.approx(np.mean(diffs), abs=1e-12)
+    assert cls.se == pytest.approx(stats.sem(diffs), rel=1e-9) or diffs[0] == diffs[1]
+    diffs = [r["reg_test_mse_kernel"] - r["reg_test_mse_net"] for r in big]
+    assert reg.effect == pytest.approx(np.mean(diffs), rel=1e-9)
+    assert "gradient descent for 300 steps" in cls.measured
     assert {"cls_test_error_net", "reg_test_mse_kernel"} <= set(rows[0]["result"])
     for name in ("fig2.png", "fig2_margins.png"):
         assert (out / "plots" / name).stat().st_size > 10_000
@@ -223,12 +235,40 @@ def test_fig3_tiny_run_writes_trials_plots_and_report(tmp_path):
     out = tmp_path / "fig3"
     exp.run(exp.request("cpu", out, {
         "widths": [4, 8], "trials": 1, "n": 20, "n_test": 100, "d": 4, "teacher_hidden": 3,
-        "lam": 1e-3, "max_iter": 30, "lp_directions": 20, "mnist_widths": [8],
+        "lam": 1e-3, "steps": 300, "lp_directions": 20, "mnist_widths": [8, 16],
         "mnist_n_train": 40, "mnist_n_test": 40, "mnist_lam": 1e-2, "mnist_max_iter": 20,
         "workers": 0}))
     rows = _read(out / "trials.jsonl")
     assert [(r["params"]["part"], r["params"]["width"]) for r in rows] == [
-        ("synthetic", 4), ("synthetic", 8), ("mnist", 8)]
+        ("synthetic", 4), ("synthetic", 8), ("mnist", 8), ("mnist", 16)]
+    from marginlab.claims import read_claims
+
+    claims = read_claims(out)
+    assert len(claims) == 4 and all(c.claim.split(":")[0] in ("synthetic", "mnist")
+                                    for c in claims)
     assert (out / "plots" / "fig3.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "Theorem 3.3 check (synthetic)" in md and "Theorem 3.3 check (mnist)" in md
+
+
+@pytest.mark.parametrize("task", ["logistic", "squared", "cross_entropy"])
+def test_gd_gradient_matches_autograd(task):
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(15, 4, dtype=torch.float64, generator=gen)
+    out = 3 if task == "cross_entropy" else 1
+    target = {"logistic": torch.sign(X[:, 0]), "squared": X[:, 1] ** 2,
+              "cross_entropy": torch.randint(0, 3, (15,), generator=gen)}[task]
+    net = models.two_layer(4, 7, out, bias="none", seed=2).double()
+    W = net.fc1.weight.detach().clone().requires_grad_()
+    A = net.fc2.weight.detach().clone().requires_grad_()
+    f = torch.relu(X @ W.T) @ A.T
+    if task == "logistic":
+        loss = torch.nn.functional.softplus(-target * f[:, 0]).mean()
+    elif task == "squared":
+        loss = ((f[:, 0] - target) ** 2).mean()
+    else:
+        loss = torch.nn.functional.cross_entropy(f, target)
+    (loss + 1e-3 * ((W * W).sum() + (A * A).sum())).backward()
+    gW, gA = wg.gd_gradient(W.detach(), A.detach(), X, target, task, 1e-3)
+    assert torch.allclose(gW, W.grad, rtol=1e-10, atol=1e-13)
+    assert torch.allclose(gA, A.grad, rtol=1e-10, atol=1e-13)

@@ -14,20 +14,21 @@ import numpy as np
 from scipy import stats
 
 from marginlab.errors import MarginlabError
-from marginlab.sweep import (
-    Trial,
-    TrialRecord,
-    format_mean_std,
-    mean_std,
-    trial_id,
-    versions,
-)
+from marginlab.sweep import Trial, TrialRecord, format_mean_std, trial_id, versions
+from marginlab.sweep import mean_std as _mean_std
 from marginlab.sweep import run_trials as run_sweep_trials
 
 __all__ = ["log_slope", "mean_std", "ms_text", "numbers", "pyplot", "raise_failures",
            "run_trials", "versions"]
 
 ms_text = format_mean_std
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std with ddof = 1, count) of the finite values (:func:`sweep.mean_std
+    <marginlab.sweep.mean_std>` as a tuple)."""
+    m = _mean_std(values)
+    return m.mean, m.std, m.n
 
 
 def run_trials(out: Path, fn: Callable[[dict], dict], points: Sequence[tuple[dict, dict]], *,

@@ -47,8 +47,9 @@ from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
 from marginlab.experiments.wei_common import mean_std, pyplot, versions
-from marginlab.report import Report
-from marginlab.storage import append_jsonl
+from marginlab.io.report import Report
+from marginlab.io.storage import append_jsonl
+from marginlab.progress import Progress
 
 __all__ = ["ARMS", "init_1d", "objective_1d", "run_f3", "train_adam_1d"]
 
@@ -143,8 +144,6 @@ def _function(P: np.ndarray, grid: np.ndarray) -> np.ndarray:
 def run_f3(request: RunRequest) -> Path:
     """Figure 4 from trained networks; claims from the fraction of trials within 1% of the
     certified optimum at the smallest λ."""
-    from tqdm.auto import tqdm
-
     s = request.settings
     lambdas = sorted((float(v) for v in s["lambdas"]), reverse=True)
     if not lambdas or lambdas[-1] <= 0:
@@ -155,7 +154,7 @@ def run_f3(request: RunRequest) -> Path:
     start = time.perf_counter()
     width = s["width_factor"] * (s["n"] + 1)
     summary, functions = [], {}
-    bar = tqdm(total=s["trials"] * len(lambdas), desc="wei-f3", disable=None)
+    bar = Progress("wei-f3", total=s["trials"] * len(lambdas), unit="trial")
     for trial in range(s["trials"]):
         seed = request.seed + trial
         X32, y32 = one_dimensional(s["n"], seed=seed)

@@ -28,8 +28,9 @@ from marginlab.data.synthetic import theorem43
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
 from marginlab.experiments.wei_common import log_slope, mean_std, pyplot, versions
-from marginlab.report import Report
-from marginlab.storage import append_jsonl
+from marginlab.io.report import Report
+from marginlab.io.storage import append_jsonl
+from marginlab.progress import Progress
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -55,8 +56,6 @@ def _special_directions(d: int) -> np.ndarray:
 
 def run_thm43(request: RunRequest) -> Path:
     """Theorem 4.3: ℓ1 margin and trained network vs kernel margin as d grows."""
-    from tqdm.auto import tqdm
-
     s = request.settings
     out = prepare_output(request, "wei-thm43")
     trials_path = out / "trials.jsonl"
@@ -64,7 +63,7 @@ def run_thm43(request: RunRequest) -> Path:
     start = time.perf_counter()
     summary = []
     dims = [int(d) for d in s["dims"]]
-    bar = tqdm(total=len(dims) * s["trials"], desc="wei-thm43", disable=None)
+    bar = Progress("wei-thm43", total=len(dims) * s["trials"], unit="trial")
     for d in dims:
         n = int(min(s["n_max"], max(s["n_min"], s["n_factor"] * d * d)))
         for trial in range(s["trials"]):

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from marginlab import data
 from marginlab.claims import (
     Claim,
     by_effect,
@@ -47,6 +48,7 @@ from marginlab.claims import (
     render_table_md,
     write_claims,
 )
+from marginlab.data.split import DataSplit
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
@@ -60,6 +62,9 @@ from marginlab.experiments.wei_common import (
 )
 from marginlab.io import storage
 from marginlab.io.report import Report, fmt
+from marginlab.train import WeightDecay, fit
+from marginlab.train.schedules import make_schedule
+from marginlab.train.spec import TrainSpec, build_model, run_training
 
 __all__ = ["PAPER_TABLE", "PAPER_WEIGHT_DECAY", "cumulative_decay", "data_sets",
            "paper_cumulative_decay", "resolve", "run_wd_anneal", "scale_milestones",
@@ -139,8 +144,6 @@ def paper_cumulative_decay(arm: str, steps_per_epoch: int = math.ceil(50000 / 12
 def data_sets(settings: Mapping) -> list[str]:
     """The data sets of a run: the names in ``settings["data"]`` joined by ``+`` (e.g.
     ``cifar10+cifar100``), each a name :func:`marginlab.data.load` knows."""
-    from marginlab import data
-
     value = settings["data"]
     names = [n.strip() for n in value.split("+")] if isinstance(value, str) else []
     if not names or not all(names) or len(set(names)) != len(names):
@@ -209,8 +212,6 @@ def wd_anneal_trial(settings: Mapping) -> dict:
     weight decay and learning rate changed, and whether every epoch's recorded values match
     the schedule.
     """
-    from marginlab.train.spec import TrainSpec, run_training
-
     spec = train_spec(settings)
     if settings.get("stage", "final") == "select":
         result = _train_held_out(TrainSpec.from_dict(spec), int(settings["validation"]),
@@ -252,8 +253,6 @@ def held_out_split(split, validation: int):
     """The training set cut into (train, validation): ``validation`` images chosen by a fixed
     permutation (the same for every λ and seed), the rest for training; the test set is not
     touched. Returns a DataSplit whose "test" part is the validation set."""
-    from marginlab.data.split import DataSplit
-
     n = len(split.y_train)
     if not 0 < validation < n:
         raise MarginlabError(f"validation must be between 1 and {n - 1} (the training set "
@@ -267,11 +266,6 @@ def held_out_split(split, validation: int):
 def _train_held_out(spec, validation: int, run_dir):
     """:func:`~marginlab.train.fit` of ``spec`` on the training set minus ``validation``
     held-out images, whose error is recorded as the "test" error of each epoch."""
-    from marginlab import data
-    from marginlab.train import WeightDecay, fit
-    from marginlab.train.schedules import make_schedule
-    from marginlab.train.spec import build_model
-
     split = held_out_split(data.load(spec.data, spec.root, n_train=spec.n_train,
                                      n_test=1), validation)
     wd = WeightDecay(spec.weight_decay, spec.weight_decay_power,
@@ -298,8 +292,6 @@ def _changes(hist: Sequence[dict], key: str) -> list[list[float]]:
 def _check_data(names: Sequence[str], root: Path | None) -> None:
     """Read each file-based data set once before anything trains, so that a missing or corrupt
     file is one error now rather than a failure of every trial."""
-    from marginlab import data
-
     for name in names:
         if name in FILE_DATA:
             if root is None:
