@@ -46,7 +46,8 @@ def test_tiny_run_claims_rest_on_trained_networks(tmp_path):
     exp = experiments.get("wei-f3")
     out = tmp_path / "f3"
     exp.run(exp.request("cpu", out, {"n": 5, "trials": 2, "lambdas": [1e-2, 1e-4, 1e-6],
-                                     "grid": 200, "steps": 200, "wide_factor": 2}))
+                                     "grid": 200, "steps": 200, "wide_factor": 2,
+                                     "long_factor": 2}))
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert [r["lam"] for r in rows] == [1e-2, 1e-4, 1e-6] * 2
     for r in rows:
