@@ -115,7 +115,7 @@ def _hard_margin_no_bias(K, y):
 
 def test_fig2_trial_against_independent_kernel_solutions():
     exp = experiments.get("wei-fig2")
-    s = {**exp.scales["cpu"], "n": 40, "d": 5, "n_test": 600, "lam": 1e-6,
+    s = {**exp.scales["cpu"], "n": 40, "d": 5, "n_test": 600, "lam": 1e-6, "optimizer": "lbfgs",
          "lp_directions": 200, "seed": 3}
     r = exp.trial(s)
     cls = data.load("teacher_classification", n_train=40, n_test=600, d=5, hidden=6,
@@ -156,7 +156,7 @@ def test_fig3_margin_monotone_in_width_and_below_the_continuum_l1_bound():
     (Proposition 4.1), and the trained margins should not fall as the width grows."""
     exp = experiments.get("wei-fig3")
     base = {**exp.scales["cpu"], "part": "synthetic", "d": 2, "teacher_hidden": 4, "n": 12,
-            "n_test": 300, "lam": 1e-7, "lp_directions": 100, "seed": 0}
+            "n_test": 300, "lam": 1e-7, "lp_directions": 100, "seed": 0, "optimizer": "lbfgs"}
     split = data.load("teacher_classification", n_train=12, n_test=300, d=2, hidden=4,
                       min_margin=0.01, seed=0)
     X, y = split.X_train.double().numpy(), split.y_train.double().numpy()
@@ -227,7 +227,7 @@ def test_fig2_tiny_run_writes_trials_plots_and_report(tmp_path):
         exp.run(exp.request("cpu", out, settings))
     exp.run(exp.request("cpu", out, {**settings, "ns": [12], "tasks": ["regression"]},
                         overwrite=True))
-    assert len(_read(out / "trials.jsonl")) == 1
+    assert len(_read(out / "trials.jsonl")) == 2  # n = 12, two trials
 
 
 def test_fig3_tiny_run_writes_trials_plots_and_report(tmp_path):
@@ -272,3 +272,33 @@ def test_gd_gradient_matches_autograd(task):
     gW, gA = wg.gd_gradient(W.detach(), A.detach(), X, target, task, 1e-3)
     assert torch.allclose(gW, W.grad, rtol=1e-10, atol=1e-13)
     assert torch.allclose(gA, A.grad, rtol=1e-10, atol=1e-13)
+
+
+def test_fig3_claims_are_slopes_with_their_standard_errors():
+    from scipy import stats
+
+    from marginlab.experiments.wei_fig_claims import fig3_claims, linear_slope
+    from marginlab.sweep import TrialRecord
+
+    rng = np.random.default_rng(0)
+    widths = [16, 32, 64, 128]
+    records, rows = [], []
+    for w in widths:
+        for seed in range(3):
+            margin = 0.01 * w ** 0.2 * math.exp(0.05 * rng.standard_normal())
+            err = 0.2 - 0.01 * math.log2(w) + 0.005 * rng.standard_normal()
+            rows.append((w, margin, err))
+            records.append(TrialRecord.from_dict({
+                "id": f"{w}-{seed}", "params": {"part": "synthetic", "width": w, "seed": seed},
+                "status": "ok", "result": {"normalized_margin": margin, "test_error": err,
+                                           "fitted": True}}))
+    margin_claim, error_claim = fig3_claims(records, {"synthetic": widths}, "cpu",
+                                            {"synthetic": "gd"})
+    ref = stats.linregress(np.log([r[0] for r in rows]), np.log([r[1] for r in rows]))
+    assert margin_claim.effect == pytest.approx(ref.slope, rel=1e-9)
+    assert margin_claim.se == pytest.approx(ref.stderr, rel=1e-9)
+    x = np.log2([r[0] for r in rows])
+    slope, _ = np.polyfit(x, [r[2] for r in rows], 1)
+    assert error_claim.effect == pytest.approx(-slope, rel=1e-9)
+    assert margin_claim.verdict == "reproduced" and error_claim.verdict == "reproduced"
+    assert math.isnan(linear_slope([1, 1, 1], [1, 2, 3])[0])
