@@ -248,7 +248,8 @@ def plot_mexican_hat(results: Sequence[MexicanHatResult], path: str | os.PathLik
 def plot_kkt_fall(results: Mapping[str, Sequence[dict]], path: str | os.PathLike, *,
                   tau: float) -> Path:
     """ε/‖θ‖ of (P) along training, one colour per arm and one line per seed: against the
-    step (left) and against log T (right; dashed: one constraint per sample, arg-max)."""
+    step (left; dotted: ReLU with h over Clarke's hull at near-kink units), against log T
+    (middle; dashed: one constraint per sample, arg-max), and the loss."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     markers = "osd^v<>"
@@ -263,6 +264,10 @@ def plot_kkt_fall(results: Mapping[str, Sequence[dict]], path: str | os.PathLike
             label = arm if k == 0 else None
             kw = dict(color=f"C{i}", marker=markers[k % len(markers)], ms=3, lw=1)
             axes[0].plot(steps, eps, label=label, **kw)
+            hull = [r.get("eps_relative_hull") for r in ok]
+            if all(h is not None for h in hull):
+                axes[0].plot(steps, hull, color=f"C{i}", ls=":", marker=markers[k % 7], ms=3,
+                             lw=1.2, label=f"{arm}, Clarke hull" if k == 0 else None)
             axes[1].plot(log_t, eps, label=label, **kw)
             axes[1].plot(log_t, [r["eps_relative_arg_max"] for r in ok], color=f"C{i}", ls="--",
                          lw=0.8, label=f"{arm}, arg-max" if k == 0 else None)
