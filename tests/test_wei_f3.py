@@ -61,8 +61,7 @@ def test_tiny_run_claims_rest_on_trained_networks(tmp_path):
     for c, arm in zip(claims[1:], wei_f3.ARMS):
         hits = sum(r[f"{arm}_to_optimum"] >= 0.99 for r in rows if r["lam"] == 1e-6)
         assert f"in {hits} of 2 trials" in c.measured
-        assert c.verdict == ("reproduced" if hits == 2 else "partly" if hits else
-                             "not reproduced")
+        assert c.verdict == ("partly" if hits else "not reproduced")  # 2 < MIN_TRIALS
     md = (out / "report.md").read_text()
     assert md.startswith("# wei-f3") and "Adam" in md
     assert (out / "plots" / "margin_vs_lambda.png").stat().st_size > 10_000
