@@ -22,7 +22,7 @@ from marginlab.experiments import lyu_li_measure as measure
 from marginlab.experiments.datacheck import check_data, not_paper_data
 from marginlab.experiments.lyu_li_claims import claims_from_summary
 from marginlab.experiments.lyu_li_report import write_report
-from marginlab.experiments.runs import prepare_output, run_specs, value_at_time
+from marginlab.experiments.runs import prepare_output, run_specs, run_tasks, value_at_time
 from marginlab.io.storage import read_json, read_jsonl, write_json
 
 SCHEDULES = ("constant", "loss_based", "loss_based_momentum")
@@ -135,7 +135,8 @@ def _pairs(request: RunRequest, runs: dict[str, list[dict]]) -> list[dict]:
             if not lb or not c or lb[-1]["epoch"] < e or c[-1]["epoch"] < e:
                 continue
             t = min(lb[-1]["wall_time"], c[-1]["wall_time"])
-            level = c[-1]["smoothed_margin_multi"]
+            # The constant rate's last normalized margin (its γ̃ may still be negative: L ≥ ℓ(0)).
+            level = c[-1]["normalized_margin_multi"]
             pairs.append({
                 "seed": seed, "bias": bias, "epoch": e,
                 "loss_based": {k: measure.value_at_epoch(lb, k, e) for k in KEYS},
@@ -143,53 +144,69 @@ def _pairs(request: RunRequest, runs: dict[str, list[dict]]) -> list[dict]:
                 "wall_time": t,
                 "loss_based_at_time": {k: value_at_time(lb, k, t) for k in KEYS},
                 "constant_at_time": {k: value_at_time(c, k, t) for k in KEYS},
-                "constant_final_smoothed": level,
+                "constant_final_margin": level,
                 "loss_based_epochs_to_constant_final":
-                    measure.epochs_to_reach(lb, "smoothed_margin_multi", level),
+                    measure.epochs_to_reach(lb, "normalized_margin_multi", level),
             })
     return pairs
 
 
-def _training_points(request: RunRequest):
+def measure_task(task: dict) -> str:
+    """One measurement of a finished run, written to ``task["path"]`` (JSON): the KKT residuals
+    along it or the robustness of its snapshots. Runs in a worker process with one torch
+    thread (several threads per process only contend on 2 shared cores)."""
+    import torch
+
     from marginlab import data
     from marginlab.analysis.run import balanced_subset
+    from marginlab.device import configure
 
-    s = request.settings
-    split = data.load(s["data"], request.root, n_train=s["n_train"], n_test=s["n_test"])
-    X, y = split.train
-    keep = balanced_subset(y, s["kkt_n"])
-    return split, X[keep], y[keep]
+    torch.set_num_threads(1)
+    s = task["settings"]
+    configure(task["device"], allow_tf32=bool(s["allow_tf32"]))
+    split = data.load(s["data"], task["root"], n_train=s["n_train"], n_test=s["n_test"])
+    run_dir = Path(task["run_dir"])
+    if task["kind"] == "kkt":
+        X, y = split.train
+        keep = balanced_subset(y, s["kkt_n"])
+        result = measure.kkt_along_run(run_dir, X[keep], y[keep], s["kkt_tau"])
+    else:
+        result = measure.robustness_of_snapshots(
+            run_dir, split, splits=s["robust_splits"], n=s["robust_n"],
+            certificates=s["certificates"], device=task["device"], seed=task["seed"])
+    write_json(Path(task["path"]), result)
+    return task["path"]
 
 
 def _measure(request: RunRequest, out: Path, names: list[str]) -> tuple[dict, dict]:
-    """KKT residuals along the loss-based runs and robustness of their snapshots; each run's
-    results are kept in ``out/measure/`` so a resumed experiment does not measure twice."""
-    from marginlab.device import configure
-
-    s = request.settings
-    configure(request.device, allow_tf32=bool(s["allow_tf32"]))
-    split, X, y = _training_points(request)
-    kkt_series, robust = {}, {}
+    """KKT residuals along the loss-based runs and robustness of their snapshots, measured in
+    ``workers`` processes; each result is kept in ``out/measure/`` so that a resumed experiment
+    does not measure twice."""
+    s = dict(request.settings)
     folder = out / "measure"
+    tasks, kkt_paths, robust_paths = [], {}, {}
     for name in names:
         if not name.startswith("loss_based-"):
             continue
-        path = folder / f"kkt-{name}.json"
-        if not path.exists():
-            write_json(path, measure.kkt_along_run(out / "runs" / name, X, y, s["kkt_tau"]))
-        kkt_series[name] = read_json(path)
+        jobs = [("kkt", kkt_paths)]
         if s["robust_n"] > 0 and "-bias-none-" in name:
-            path = folder / f"robustness-{name}.json"
+            jobs.append(("robustness", robust_paths))
+        for kind, where in jobs:
+            path = folder / f"{kind}-{name}.json"
+            where[name] = path
             if not path.exists():
-                write_json(path, measure.robustness_of_snapshots(
-                    out / "runs" / name, split, splits=s["robust_splits"], n=s["robust_n"],
-                    certificates=s["certificates"], device=request.device, seed=request.seed))
-            robust[name] = read_json(path)
+                tasks.append({"kind": kind, "path": str(path), "run_dir": str(out / "runs" / name),
+                              "settings": s, "device": request.device, "seed": request.seed,
+                              "root": None if request.root is None else str(request.root)})
+    run_tasks(measure_task, tasks, workers=s["workers"])
+    kkt_series = {name: read_json(p) for name, p in kkt_paths.items()}
+    robust = {name: read_json(p) for name, p in robust_paths.items()}
     paired = {sp: measure.paired_robustness(robust, sp) for sp in s["robust_splits"]} \
         if robust else {}
     per_snapshot = {name: {sp: {k: v["summary"] for k, v in entry["snapshots"].items()}
                            for sp, entry in res.items()} for name, res in robust.items()}
-    kkt = {"tau": s["kkt_tau"], "n": int(y.numel()), "series": kkt_series,
+    n_kkt = s["n_train"] if s["kkt_n"] is None else min(s["kkt_n"], s["n_train"] or s["kkt_n"])
+    kkt = {"tau": s["kkt_tau"], "n": n_kkt, "series": kkt_series,
            "trend": measure.kkt_trend(kkt_series)}
     return kkt, {"per_snapshot": per_snapshot, "paired": paired}
 

@@ -127,7 +127,8 @@ def write_report(out: Path, title: str, request: RunRequest, summary: dict,
         ratios = [r[6] for r in rows]
         rep.table(["bias", "seed", "log10 L̄, loss-based", "log10 L̄, constant",
                    "γ_multi, loss-based", "γ_multi, constant", "ratio", "γ̃_multi, loss-based",
-                   "γ̃_multi, constant", "epochs for loss-based to reach constant's final γ̃"],
+                   "γ̃_multi, constant",
+                   f"epochs for loss-based to reach constant's γ_multi at {summary['epochs']}"],
                   rows)
         rep.paragraph(f"Margin ratio at equal epochs, mean ± se over {len(rows)} pairs: "
                       f"{_pm(ratios)}. Paper (Figure 1, full MNIST, 10000 epochs): about 6.5x "

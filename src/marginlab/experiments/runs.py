@@ -12,7 +12,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from marginlab.errors import MarginlabError
@@ -21,7 +21,7 @@ from marginlab.io import storage
 from marginlab.progress import Progress
 from marginlab.train.spec import TrainSpec, run_training
 
-__all__ = ["prepare_output", "run_specs", "value_at_time"]
+__all__ = ["prepare_output", "run_specs", "run_tasks", "value_at_time"]
 
 MARKER = "experiment.json"
 
@@ -107,6 +107,19 @@ def run_specs(specs: Mapping[str, dict], out: Path, *, workers: int = 2, resume:
         finally:
             bar.close()
     return results
+
+
+def run_tasks(fn: Callable[[dict], object], tasks: list[dict], *, workers: int = 2) -> list:
+    """``fn(task)`` for every task in ``workers`` spawned processes (in this process when
+    ``workers`` ≤ 1 or there is one task); returns the results in order. ``fn`` must be a
+    module-level function; the first failure is re-raised."""
+    if not tasks:
+        return []
+    if workers <= 1 or len(tasks) == 1:
+        return [fn(t) for t in tasks]
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        return list(pool.map(fn, tasks))
 
 
 def value_at_time(records: list[dict], key: str, seconds: float) -> float:
