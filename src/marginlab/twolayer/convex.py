@@ -144,11 +144,17 @@ def solve_l1_logistic(F: np.ndarray, y: np.ndarray, lam: float, alpha0: np.ndarr
         alpha0: (m,) starting point (default 0).
         reduction: ``mean`` (c_R = 1/n) or ``sum`` (c_R = 1).
     """
-    n, m = F.shape
-    YF = y[:, None] * F
+    n, m_all = F.shape
     log_nl = math.log(n * lam) if reduction == "mean" else math.log(lam)  # log(λ/c_R)
-    if alpha0 is None:
-        alpha0 = np.zeros(m)
+    alpha0 = np.zeros(m_all) if alpha0 is None else np.asarray(alpha0, dtype=np.float64)
+    # A direction active on no sample has a zero column: its weight is 0 at the optimum (its
+    # derivative is the penalty alone), and its zero curvature would stall TNC. Leave it out.
+    live = np.flatnonzero(np.any(F != 0, axis=0))
+    YF = y[:, None] * F[:, live]
+    m = len(live)
+    out = np.zeros(m_all)
+    if m == 0:
+        return out
 
     def fun(z):
         alpha = z[:m] - z[m:]
@@ -156,16 +162,18 @@ def solve_l1_logistic(F: np.ndarray, y: np.ndarray, lam: float, alpha0: np.ndarr
         log_l = _log_logistic(q)
         top = log_l.max()
         val = math.exp(top - log_nl) * np.exp(log_l - top).sum() + 2.0 * z.sum()
-        dq = -np.exp(-np.logaddexp(0.0, q) - log_nl)  # (1/(nλ)) ℓ'(q)
+        dq = -np.exp(-np.logaddexp(0.0, q) - log_nl)  # (c_R/λ) ℓ'(q)
         gs = YF.T @ dq
         return val, np.concatenate([gs + 2.0, -gs + 2.0])
 
-    z0 = np.concatenate([np.maximum(alpha0, 0.0), np.maximum(-alpha0, 0.0)])
+    a0 = alpha0[live]
+    z0 = np.concatenate([np.maximum(a0, 0.0), np.maximum(-a0, 0.0)])
     res = minimize(fun, z0, jac=True, method="TNC", bounds=[(0, None)] * (2 * m),
                    options={"ftol": 0.0, "xtol": 0.0, "gtol": 1e-13, "maxfun": 200_000})
     alpha = res.x[:m] - res.x[m:]
     alpha[np.abs(alpha) < 1e-9 * max(np.abs(alpha).sum(), 1e-300)] = 0.0
-    return _newton_polish(YF, log_nl, alpha)
+    out[live] = _newton_polish(YF, log_nl, alpha)
+    return out
 
 
 def _newton_polish(YF: np.ndarray, log_nl: float, alpha: np.ndarray,
