@@ -34,7 +34,7 @@ def _liblinear(F, y, C):
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("lam", [1e-2, 1e-3])
 def test_solver_matches_liblinear_and_is_certified_by_the_dual(reduction, lam):
-    X, y, F = _problem()
+    _, y, F = _problem()
     n = len(y)
     c_r = 1.0 if reduction == "sum" else 1.0 / n
 

@@ -18,6 +18,7 @@ from marginlab.core import homogeneity, losses, margins
 from marginlab.core.homogeneity import HomogeneityReport
 from marginlab.core.margins import MarginStats, measure, per_sample
 from marginlab.errors import MarginlabError, NotHomogeneousError, NotSeparatedError
+from marginlab.tracker import Tracker
 from marginlab.train.fit import fit
 
 __all__ = [
@@ -38,11 +39,3 @@ __all__ = [
     "per_sample",
 ]
 
-
-def __getattr__(name: str):
-    # the tracker pulls in the training layer; import it only when asked for
-    if name == "Tracker":
-        from marginlab.tracker import Tracker
-
-        return Tracker
-    raise AttributeError(f"module 'marginlab' has no attribute {name!r}")

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO, TypeVar
 
+from marginlab.errors import MarginlabError
+
 __all__ = ["Progress", "configure", "configured", "format_duration", "is_quiet",
            "progress_interval"]
 
@@ -46,8 +48,6 @@ def configure(*, quiet: bool | None = None, interval: float | None = None) -> No
         os.environ[_QUIET_ENV] = "1" if quiet else "0"
     if interval is not None:
         if not (math.isfinite(interval) and interval > 0):
-            from marginlab.errors import MarginlabError
-
             raise MarginlabError(f"the progress interval must be > 0 seconds, got {interval}")
         os.environ[_INTERVAL_ENV] = repr(float(interval))
 

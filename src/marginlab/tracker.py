@@ -42,6 +42,8 @@ from torch import Tensor, nn
 
 from marginlab.core import margins
 from marginlab.core.losses import get_loss
+from marginlab.data.split import balanced_first
+from marginlab.data.tensors import save_tensors, split_from_tensors
 from marginlab.errors import MarginlabError
 from marginlab.io import plots, storage
 from marginlab.progress import Progress
@@ -187,8 +189,6 @@ class Tracker:
             stop_at_log10_loss=None, device=device, tracker=self.tracker_config)
         resuming = self.run.prepare(config, resume=self.resume, overwrite=self.overwrite)
         if self.data is None and not (self.run.path / DATA_FILE).exists():
-            from marginlab.data.tensors import save_tensors, split_from_tensors
-
             save_tensors(self.run.path / DATA_FILE,
                          split_from_tensors((self.X, self.y), self.test, out_dim.shape[1]))
         if resuming:
@@ -359,8 +359,6 @@ def _subset(X: Tensor, y: Tensor, subset) -> tuple[Tensor, Tensor]:
     if isinstance(subset, int):
         if subset <= 0:
             raise MarginlabError(f"subset must be a positive number of samples, got {subset}")
-        from marginlab.data.split import balanced_first
-
         labels = y.cpu()
         values = torch.unique(labels)
         classes = torch.searchsorted(values, labels).numpy()  # 0..C−1 whatever the labels

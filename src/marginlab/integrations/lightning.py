@@ -24,6 +24,7 @@ import os
 from torch import Tensor, nn
 
 from marginlab.errors import MarginlabError
+from marginlab.tracker import Tracker
 
 try:
     import lightning.pytorch as pl
@@ -72,8 +73,6 @@ class MarginCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or self.tracker is not None:
             return
-        from marginlab.tracker import Tracker
-
         options = dict(self.options)
         max_epochs = trainer.max_epochs if (trainer.max_epochs or -1) > 0 else None
         options.setdefault("total_epochs", max_epochs)

@@ -24,6 +24,7 @@ from marginlab.device import configure as configure_device
 from marginlab.device import tf32_enabled
 from marginlab.errors import MarginlabError
 from marginlab.io import storage
+from marginlab.models import save
 from marginlab.progress import Progress
 from marginlab.train.rundir import RunDir, environment
 from marginlab.train.schedules import Schedule
@@ -362,8 +363,6 @@ def record_epoch(run: RunDir | None, model: nn.Module, record: dict, thresholds:
     number of snapshots saved so far."""
     if run is None:
         return snapshots_done
-    from marginlab.models import save
-
     epoch = record["epoch"]
     storage.append_jsonl(run.metrics_path, record)
     while (snapshots_done < len(thresholds)
@@ -380,8 +379,6 @@ def finish_run(run: RunDir, model: nn.Module, history: list[dict], thresholds: S
                stop_reason: str, epoch: int) -> None:
     """Save the final model as the last snapshot and record why training stopped."""
     if history:
-        from marginlab.models import save
-
         save(model, run.snapshot_path(len(thresholds) + 1),
              extra=_snapshot_meta(history[-1], history[-1]["epoch"], None))
     storage.append_jsonl(run.events_path, {"event": "stop", "reason": stop_reason,

@@ -29,6 +29,7 @@ from torch import nn
 from marginlab.errors import RunDirectoryError
 from marginlab.io import storage
 from marginlab.io.environment import environment
+from marginlab.models import load_state
 
 __all__ = ["IDENTITY_KEYS", "RunDir", "environment"]
 
@@ -133,8 +134,6 @@ class RunDir:
         os.replace(tmp, path)
 
     def load_checkpoint(self, model: nn.Module, generator: torch.Generator) -> dict:
-        from marginlab.models import load_state
-
         path = self.checkpoint_path
         try:
             with safe_open(str(path), framework="pt") as fh:
