@@ -26,6 +26,7 @@ from marginlab.errors import MarginlabError
 from marginlab.twolayer.convex import ConvexOptimum, _convex_summary, _log_logistic, certify
 from marginlab.twolayer.features import angles_to_directions, lift_1d, relu_features, signs
 from marginlab.twolayer.margins import _HIGHS_TIGHT
+from marginlab.twolayer.pricing import arc_peaks
 from marginlab.twolayer.regularized import (
     RegularizedResult,
     _layers,
@@ -297,7 +298,7 @@ def _arc_pricing(arcs: _Arcs, c: np.ndarray):
     """For every (arc, sign): the angle maximizing s⟨c, h(t)⟩ on the arc, and the maximum.
 
     On an arc ⟨c, h(t)⟩ = A cos t + B sin t (A = Σ_active c_i x_i, B = Σ_active c_i), whose
-    maximum times s is at atan2(sB, sA) if that lies on the arc, else at an end. With
+    maximum times s is found by :func:`~marginlab.twolayer.pricing.arc_peaks`. With
     c = −∂J/∂f, a new unit there lowers J iff the maximum exceeds 2 (its cost per mass).
     Returns (arc, sign, angle, value), each (2K,).
     """
@@ -305,12 +306,8 @@ def _arc_pricing(arcs: _Arcs, c: np.ndarray):
     K = len(A)
     out = []
     for s in (1.0, -1.0):
-        star = arcs.lo + (np.arctan2(s * B, s * A) - arcs.lo) % _TWO_PI
-        cand = np.stack([arcs.lo, arcs.hi, np.where(star <= arcs.hi, star, arcs.lo)])
-        v = s * (A * np.cos(cand) + B * np.sin(cand))
-        best = np.argmax(v, axis=0)
-        out.append((np.arange(K), np.full(K, s), cand[best, np.arange(K)],
-                    v[best, np.arange(K)]))
+        t, v = arc_peaks(arcs.lo, arcs.hi, s * A, s * B)
+        out.append((np.arange(K), np.full(K, s), t, v))
     return tuple(np.concatenate(parts) for parts in zip(*out))
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from marginlab.errors import MarginlabError
 from marginlab.twolayer.features import angles_to_directions, lift_1d, relu_features
 
-__all__ = ["circle_candidates", "sup_candidates", "sup_ratio", "sup_relu_correlation_1d"]
+__all__ = ["arc_peaks", "circle_candidates", "sup_candidates", "sup_ratio",
+           "sup_relu_correlation_1d"]
 
 
 def circle_candidates(X: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -46,6 +47,25 @@ def circle_candidates(X: np.ndarray, c: np.ndarray) -> np.ndarray:
     s = ((e_mid @ X.T) > 0) @ (c[:, None] * X)  # (arcs, 2)
     psi = np.arctan2(s[:, 1], s[:, 0])
     return np.mod(np.concatenate([kinks, psi, psi + np.pi]), 2 * np.pi)
+
+
+def arc_peaks(lo: np.ndarray, hi: np.ndarray, A: np.ndarray, B: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """For every arc [lo_k, hi_k] (hi_k − lo_k < 2π; hi may pass 2π): the angle maximizing
+    A_k cos t + B_k sin t on the arc, and the maximum — the pricing step on one piece of the
+    circle, where the active set and hence (A, B) are fixed.
+
+    The sinusoid peaks at atan2(B, A); if that lies outside the arc, at one of its ends.
+
+    Returns:
+        (t, value), each (K,).
+    """
+    star = lo + (np.arctan2(B, A) - lo) % (2 * np.pi)
+    cand = np.stack([lo, hi, np.where(star <= hi, star, lo)])
+    v = A * np.cos(cand) + B * np.sin(cand)
+    best = np.argmax(v, axis=0)
+    k = np.arange(len(lo))
+    return cand[best, k], v[best, k]
 
 
 def sup_relu_correlation_1d(x, c) -> tuple[float, np.ndarray, np.ndarray]:
