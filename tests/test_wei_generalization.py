@@ -302,3 +302,6 @@ def test_fig3_claims_are_slopes_with_their_standard_errors():
     assert error_claim.effect == pytest.approx(-slope, rel=1e-9)
     assert margin_claim.verdict == "reproduced" and error_claim.verdict == "reproduced"
     assert math.isnan(linear_slope([1, 1, 1], [1, 2, 3])[0])
+    # three points on a line: a slope, but no standard error from one residual degree of freedom
+    slope3, se3, _ = linear_slope([4, 5, 6], [0.158, 0.150, 0.142])
+    assert slope3 == pytest.approx(-0.008) and math.isnan(se3)

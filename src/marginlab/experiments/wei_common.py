@@ -18,10 +18,11 @@ from marginlab.sweep import Trial, TrialRecord, format_mean_std, trial_id, versi
 from marginlab.sweep import mean_std as _mean_std
 from marginlab.sweep import run_trials as run_sweep_trials
 
-__all__ = ["log_slope", "mean_std", "ms_text", "numbers", "pyplot", "raise_failures",
-           "run_trials", "versions"]
+__all__ = ["MIN_SLOPE_POINTS", "log_slope", "mean_std", "ms_text", "numbers", "pyplot",
+           "raise_failures", "run_trials", "versions"]
 
 ms_text = format_mean_std
+MIN_SLOPE_POINTS = 4  # a slope's standard error needs at least 2 residual degrees of freedom
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -83,11 +84,12 @@ def numbers(values) -> list[float]:
 def log_slope(x: Sequence[float], values: Sequence[float]) -> tuple[float, float, int]:
     """Least-squares slope of log(value) against log(x) over the points with finite positive
     values, its standard error (scipy.stats.linregress) and the number of points used; NaN
-    slope for fewer than 2 distinct x, NaN se for fewer than 3 points."""
+    slope for fewer than 2 distinct x, NaN se for fewer than :data:`MIN_SLOPE_POINTS` points
+    (a residual variance on one degree of freedom can be zero by chance)."""
     x, v = np.asarray(x, dtype=float), np.asarray(values, dtype=float)
     ok = np.isfinite(v) & (v > 0) & np.isfinite(x) & (x > 0)
     if ok.sum() < 2 or len(set(x[ok])) < 2:
         return math.nan, math.nan, int(ok.sum())
     fit = stats.linregress(np.log(x[ok]), np.log(v[ok]))
-    se = float(fit.stderr) if ok.sum() > 2 else math.nan
+    se = float(fit.stderr) if ok.sum() >= MIN_SLOPE_POINTS else math.nan
     return float(fit.slope), se, int(ok.sum())

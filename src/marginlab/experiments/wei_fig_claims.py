@@ -19,7 +19,13 @@ import numpy as np
 from scipy import stats
 
 from marginlab.claims import Claim, by_effect, paired_effect
-from marginlab.experiments.wei_common import log_slope, mean_std, numbers, pyplot
+from marginlab.experiments.wei_common import (
+    MIN_SLOPE_POINTS,
+    log_slope,
+    mean_std,
+    numbers,
+    pyplot,
+)
 
 __all__ = ["fig2_claims", "fig3_claims", "linear_slope", "plot_fig3"]
 
@@ -29,11 +35,14 @@ FIG2_METRIC = {"classification": ("cls", "test_error", "0-1 test error"),
 
 def linear_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
     """Least-squares slope of y against x over the finite pairs, its standard error
-    (scipy.stats.linregress) and the number of points; NaN when it cannot be fitted."""
+    (scipy.stats.linregress) and the number of points; NaN when it cannot be fitted, NaN se
+    for fewer than MIN_SLOPE_POINTS points."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or len(set(x[ok])) < 2:
+    if ok.sum() < 2 or len(set(x[ok])) < 2:
         return math.nan, math.nan, int(ok.sum())
+    if ok.sum() < MIN_SLOPE_POINTS:
+        return float(stats.linregress(x[ok], y[ok]).slope), math.nan, int(ok.sum())
     fit = stats.linregress(x[ok], y[ok])
     return float(fit.slope), float(fit.stderr), int(ok.sum())
 
