@@ -1,5 +1,5 @@
 """Margin and loss against CPU seconds: the paper's loss-based schedule, a constant rate and the
-loss-based momentum schedule (marginlab.train.fast), on the same model, data and seeds.
+loss-based momentum schedule (marginlab.train.schedules), on the same model, data and seeds.
 
     .venv/bin/python benchmarks/bench_schedules.py --workload B --seeds 0 1 2 --budget 60
     nice .venv/bin/python benchmarks/bench_schedules.py --workload A --budget 400 --jobs 2
@@ -22,7 +22,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -62,50 +61,22 @@ def _model(workload: str, seed: int):
     return models.mlp(784, [64, 64], 10, bias="none", seed=seed)
 
 
-class _BudgetSpentError(Exception):
-    pass
-
-
-def _with_cpu_budget(schedule, budget: float):
-    """The same schedule, raising :class:`_BudgetSpentError` before an attempt once ``budget`` CPU
-    seconds of this process have passed (train.fit knows only wall-clock budgets)."""
-    start, inner = time.process_time(), schedule.start_epoch
-
-    def start_epoch(epoch: int) -> None:
-        if time.process_time() - start >= budget:
-            raise _BudgetSpentError
-        inner(epoch)
-
-    schedule.start_epoch = start_epoch
-    return schedule
-
-
 def run_one(workload: str, schedule_name: str, seed: int, budget: float) -> dict:
     """Train one (schedule, seed) for ``budget`` CPU seconds; in a fresh process."""
     import torch
 
     torch.set_num_threads(1)
-    from marginlab import data, margins, storage
+    from marginlab import data, margins
     from marginlab.train import fit, make_schedule
-    from marginlab.train.fast import fit_fast
 
     w = WORKLOADS[workload]
     split = data.load(w["data"]["name"], n_train=w["data"]["n_train"],
                       n_test=w["data"]["n_test"])
     model = _model(workload, seed)
     schedule = make_schedule(SCHEDULES[schedule_name][1])
-    common = {"epochs": 10**9, "batch_size": w["batch_size"], "seed": seed, "progress": False}
-    if schedule.name == FAST:
-        history = fit_fast(model, split.train, schedule=schedule, max_cpu_time=budget,
-                           **common).history
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                fit(model, split.train, schedule=_with_cpu_budget(schedule, budget),
-                    run_dir=tmp, snapshots_at=(), checkpoint_every=10**9, **common)
-            except _BudgetSpentError:
-                pass
-            history = storage.read_jsonl(Path(tmp) / "metrics.jsonl")
+    history = fit(model, split.train, schedule=schedule, epochs=10**9,
+                  batch_size=w["batch_size"], seed=seed, max_cpu_time=budget,
+                  progress=False).history
     out = margins.model_outputs(model, *split.test, "cross_entropy")
     return {"workload": workload, "schedule": schedule_name, "seed": seed, "budget": budget,
             "history": [{k: r[k] for k in KEEP} for r in history],

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from marginlab import data, models
 from marginlab.losses import get_loss
 from marginlab.train import ConstantLR, LossBasedLR, fit
-from marginlab.train.fit import _run_epoch
+from marginlab.train.steps import sgd_epoch
 
 
 def _plain_epoch(model, opt, X, y, bs, gen):
@@ -58,7 +57,7 @@ def epoch_overhead(reps: int = 7) -> list[str]:
     for r in range(reps):
         g1, g2 = torch.Generator().manual_seed(r), torch.Generator().manual_seed(r)
         t0 = time.process_time()
-        _run_epoch(model_a, params_a, X, y, loss, 0.0, 0.01, math.log(0.01), 0.0, 2.0, 100, g1)
+        sgd_epoch(model_a, params_a, X, y, loss, 0.0, 0.01, 0.0, 2.0, 100, g1)
         t1 = time.process_time()
         margins.measure(model_a, X, y, loss, check_inputs=False)
         t2 = time.process_time()

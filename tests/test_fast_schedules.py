@@ -1,4 +1,5 @@
-"""The loss-based momentum schedule (marginlab.train.fast): its rule on scripted losses, and what
+"""The loss-based momentum schedule (marginlab.train.schedules, heavy-ball steps in
+marginlab.train.steps): its rule on scripted losses, and what
 the theory asks of a run — a loss that decreases wherever it is measured, a smoothed margin that
 does not decrease once L < ℓ(0) (Lyu & Li, Theorem 4.1 / E.2), and, for a linear model,
 convergence to the hard-margin SVM direction (against a QP solved by scipy, not by the code under
@@ -14,6 +15,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from scipy.optimize import minimize
 
 from marginlab import margins, models
@@ -69,7 +71,7 @@ def test_epoch_on_a_subset_cuts_equal_batches_and_estimates_the_full_mean():
     batch holding the whole subset steps by −α ∇[(1/N) Σ_A ℓ_n] / L̄, written out here with
     torch.nn.functional.softplus."""
     from marginlab.losses import get_loss
-    from marginlab.train.fast import _sgd_epoch
+    from marginlab.train.steps import heavy_ball_epoch as _sgd_epoch
 
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(100, 3, dtype=torch.float64, generator=gen)
@@ -253,8 +255,14 @@ def test_resume_continues_exactly(tmp_path):
     assert [r["log_loss_sum"] for r in res.history] == [
         r["log_loss_sum"] for r in res_straight.history]
     for f in ("config.json", "metrics.jsonl", "events.jsonl", "snapshots/model-5.safetensors",
-              "checkpoints/momentum.safetensors"):
+              "checkpoints/last.safetensors"):
         assert (tmp_path / "r" / f).exists()
+    # one checkpoint file holds the velocity too: no second file to lose
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == [
+        "last.safetensors"]
+    ckpt = load_file(str(tmp_path / "r" / "checkpoints" / "last.safetensors"))
+    assert {k for k in ckpt if k.startswith("step.velocity.")} == {
+        f"step.velocity.{i}" for i in range(len(list(resumed.parameters())))}
 
 
 def test_fit_hands_the_schedule_over_to_its_loop():
@@ -271,10 +279,31 @@ def test_fit_hands_the_schedule_over_to_its_loop():
         assert torch.equal(p, q)
 
 
-def test_weight_decay_and_other_schedules_are_refused():
+def test_other_schedules_are_refused_by_fit_fast():
     X, y = _separable(10, 3, seed=0)
     net = models.two_layer(3, 4, bias="none").double()
-    with pytest.raises(MarginlabError, match="weight decay"):
-        fit_fast(net, (X, y), schedule=LossBasedMomentum(), epochs=1, weight_decay=1e-3)
     with pytest.raises(MarginlabError, match="LossBasedMomentum"):
         fit_fast(net, (X, y), schedule=make_schedule({"name": "constant"}), epochs=1)
+
+
+@pytest.mark.parametrize("power", [2.0, 3.0])
+def test_weight_decay_with_momentum_is_the_penalized_gradient_step(power):
+    """Full batch, one epoch from a zero velocity: θ1 = θ0 − α ∇[L̄ + λ‖θ‖^r](θ0) / L̄(θ0), the
+    gradient taken by autograd of the penalized mean loss written with softplus (a reference
+    independent of the trainer's log-space code)."""
+    from marginlab.train import WeightDecay
+
+    X, y = _separable(20, 3, seed=3)
+    net = models.mlp(3, [], 1, bias="none", seed=4).double()
+    w0 = net.fc1.weight.detach().clone()
+    lam, alpha = 0.05, 0.1
+    res = fit(net, (X, y), schedule=LossBasedMomentum(alpha0=alpha, monotone_margin=False),
+              epochs=1, batch_size=None, loss="logistic",
+              weight_decay=WeightDecay(lam, power), progress=False)
+    assert res.history[0]["retries"] == 0 and res.history[0]["weight_decay"] == lam
+    w = w0.clone().requires_grad_(True)
+    mean = torch.nn.functional.softplus(-y.double() * (X @ w[0])).mean()
+    penalized = mean + lam * w.pow(2).sum().sqrt() ** power
+    (grad,) = torch.autograd.grad(penalized, w)
+    expected = w0 - alpha * grad / float(mean.detach())
+    torch.testing.assert_close(net.fc1.weight.detach(), expected, rtol=1e-12, atol=1e-14)

@@ -38,6 +38,7 @@ from marginlab.errors import MarginlabError
 from marginlab.train import ConstantLR, LossBasedLR, StepSizeUnderflowError, fit
 
 fit_module = importlib.import_module("marginlab.train.fit")
+steps_module = importlib.import_module("marginlab.train.steps")
 
 STATS_FIELDS = ("q_min", "rho", "norm_product", "order", "normalized_margin",
                 "normalized_margin_multi", "smoothed_margin", "smoothed_margin_multi",
@@ -301,7 +302,7 @@ class _EpochSpy:
     poison the parameters after chosen attempts (1-based)."""
 
     def __init__(self, poison: set[int] = frozenset()):
-        self.real = fit_module._run_epoch
+        self.real = steps_module.sgd_epoch
         self.poison = poison
         self.starts: list[list[torch.Tensor]] = []
 
@@ -316,7 +317,7 @@ class _EpochSpy:
 
 def test_nan_epoch_is_rolled_back_logged_and_never_saved(monkeypatch, tmp_path):
     spy = _EpochSpy(poison={2})
-    monkeypatch.setattr(fit_module, "_run_epoch", spy)
+    monkeypatch.setattr(steps_module, "sgd_epoch", spy)
     X, y = _clusters(20, 3, 2, seed=3)
     model = models.mlp(3, [4], 2, seed=1).double()
     res = fit(model, (X, y), schedule=ConstantLR(lr=0.1), epochs=3, batch_size=5,
@@ -360,7 +361,7 @@ def test_loss_based_rollbacks_follow_the_rule_inside_fit(monkeypatch, tmp_path):
     """α0 = 30 is far too large: the first attempts increase the loss and are redone with
     α/2^{1/10} each, from the same parameters; every accepted epoch decreases the loss."""
     spy = _EpochSpy()
-    monkeypatch.setattr(fit_module, "_run_epoch", spy)
+    monkeypatch.setattr(steps_module, "sgd_epoch", spy)
     X, y = _clusters(30, 4, 3, noise=1.0, seed=1)
     model = models.mlp(4, [6], 3, seed=2).double()
     start = _mean_ce(model, X, y)

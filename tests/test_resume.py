@@ -27,7 +27,7 @@ from marginlab.errors import RunDirectoryError
 from marginlab.storage import to_jsonable
 from marginlab.train import ConstantLR, LossBasedLR, fit
 
-fit_module = importlib.import_module("marginlab.train.fit")
+steps_module = importlib.import_module("marginlab.train.steps")
 TIME_KEYS = {"wall_time", "cpu_time"}
 
 
@@ -109,7 +109,7 @@ def test_resume_after_crash_between_checkpoints(tmp_path, monkeypatch, reference
     exist but the checkpoint is from epoch 6; the resumed run drops line 7 and redoes it."""
     ref_metrics, _ = reference
     run = tmp_path / "run"
-    real, calls = fit_module._run_epoch, []
+    real, calls = steps_module.sgd_epoch, []
 
     def crashing(*args, **kwargs):
         if len(calls) == sum(r["retries"] + 1 for r in ref_metrics[:7]):
@@ -117,10 +117,10 @@ def test_resume_after_crash_between_checkpoints(tmp_path, monkeypatch, reference
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "_run_epoch", crashing)
+    monkeypatch.setattr(steps_module, "sgd_epoch", crashing)
     with pytest.raises(KeyboardInterrupt):
         _run(run, 10, checkpoint_every=3)
-    monkeypatch.setattr(fit_module, "_run_epoch", real)
+    monkeypatch.setattr(steps_module, "sgd_epoch", real)
     assert len(_metrics(run)) == 7
     res = _run(run, 10, resume=True, checkpoint_every=3)
     assert _strip(_metrics(run)) == _strip(ref_metrics)
@@ -128,11 +128,27 @@ def test_resume_after_crash_between_checkpoints(tmp_path, monkeypatch, reference
     assert {"event": "resume", "epoch": 6} in _events(run)
 
 
-def test_resume_before_first_checkpoint_starts_afresh_without_duplicates(tmp_path, reference):
+def test_resume_with_metrics_but_no_checkpoint_is_refused(tmp_path):
+    """A checkpoint is written at epoch 0, before any metrics: metrics without one mean a lost
+    file, and resuming refuses instead of starting over over them."""
+    run = tmp_path / "run"
+    _run(run, 3)
+    (run / "checkpoints" / "last.safetensors").unlink()
+    before = _snapshot_files(run)
+    with pytest.raises(RunDirectoryError) as exc:
+        _run(run, 10, resume=True)
+    assert "no checkpoint" in str(exc.value) and "\n" not in str(exc.value)
+    assert _snapshot_files(run) == before
+
+
+def test_resume_before_first_checkpoint_starts_afresh(tmp_path, reference):
+    """Stopped after config.json, before the epoch-0 checkpoint: nothing was recorded, and the
+    resumed run is the uninterrupted one."""
     ref_metrics, _ = reference
     run = tmp_path / "run"
     _run(run, 3)
-    (run / "checkpoints" / "last.safetensors").unlink()  # as if killed before it was written
+    (run / "checkpoints" / "last.safetensors").unlink()
+    (run / "metrics.jsonl").write_text("")
     _run(run, 10, resume=True)
     assert _strip(_metrics(run)) == _strip(ref_metrics)
 
@@ -153,8 +169,9 @@ def test_resume_of_a_finished_run_adds_nothing(tmp_path, reference):
 
 
 def _snapshot_files(root: Path) -> dict[str, bytes]:
+    """Every file's bytes but the lock's (which records its latest holder)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != ".lock"}
 
 
 def test_existing_directory_rules(tmp_path):

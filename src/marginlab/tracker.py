@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from marginlab import models
 from marginlab.core import margins
 from marginlab.core.losses import get_loss
 from marginlab.data.split import balanced_first
@@ -214,8 +215,9 @@ class Tracker:
             self._prepare(model)
         if not self.run.checkpoint_path.exists():
             return 0
-        state = self.run.load_checkpoint(model, torch.Generator())
-        return int(state.get("epoch", 0))
+        checkpoint = self.run.load_checkpoint()
+        models.load_state(model, checkpoint.group("model"), source=str(self.run.checkpoint_path))
+        return int(checkpoint.state.get("epoch", 0))
 
     # --- recording -----------------------------------------------------------------------
     def record(self, model: nn.Module, epoch: int | None = None, **extra) -> dict | None:
@@ -265,7 +267,7 @@ class Tracker:
         before = self.snapshots_done
         self.snapshots_done = record_epoch(self.run, model, record, self.thresholds, before,
                                            self.trajectory_every)
-        self.run.save_checkpoint(model, torch.Generator(), {
+        self.run.save_checkpoint({f"model.{k}": v for k, v in model.state_dict().items()}, {
             "epoch": epoch, "wall_time": wall, "cpu_time": cpu,
             "snapshots_done": self.snapshots_done})
         self.history.append(record)
@@ -334,15 +336,21 @@ class Tracker:
             self._writer.close()
         if self._bar is not None:
             self._bar.close()
-        if not self._prepared or not self.history:
+        if not self._prepared:
+            return None
+        if not self.history:
+            self.run.unlock()
             return None
         model = model if model is not None else self._model
         if model is not None:
             finish_run(self.run, model, self.history, self.thresholds, reason, self.last_epoch)
-        plots.plot_training({self.run.path.name: self.history},
-                            self.run.path / "plots" / "training.png",
-                            title=f"{self.run.path.name}")
-        return write_run_report(self.run.path)
+        try:
+            plots.plot_training({self.run.path.name: self.history},
+                                self.run.plots_dir / "training.png",
+                                title=f"{self.run.path.name}")
+            return write_run_report(self.run.path)
+        finally:
+            self.run.unlock()
 
     def __enter__(self) -> Tracker:
         return self

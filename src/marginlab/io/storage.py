@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ __all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_text", "read_json
 
 def to_jsonable(value: Any) -> Any:
     """Make floats JSON-safe (inf/NaN as strings) and tensors/arrays plain lists or numbers."""
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]

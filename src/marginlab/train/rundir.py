@@ -1,49 +1,98 @@
-"""The run directory: resolved config, metrics, checkpoints and snapshots of one training run.
+"""The run directory: resolved config, metrics, checkpoint and snapshots of one training run.
 
-Layout::
+Layout (this module is the only place that names these files)::
 
     RUN_DIR/config.json              resolved config, versions, seed, device, git commit
     RUN_DIR/metrics.jsonl            one JSON object per accepted epoch
-    RUN_DIR/events.jsonl             rolled-back epochs and other events
-    RUN_DIR/checkpoints/last.safetensors   parameters + RNG state + trainer state (resume)
+    RUN_DIR/events.jsonl             rolled-back epochs, resumes, stops
+    RUN_DIR/.lock                    held (flock) by the one process writing the run
+    RUN_DIR/checkpoints/last.safetensors   everything needed to continue (see below)
     RUN_DIR/snapshots/model-K.safetensors  loss-threshold snapshots and the final model
     RUN_DIR/trajectory/epoch-NNNNNN.safetensors   parameters every few epochs (optional)
-    RUN_DIR/plots/*.png, RUN_DIR/report/*.html|md, RUN_DIR/report.html, RUN_DIR/report.md
+    RUN_DIR/plots/*.png, RUN_DIR/report.html, RUN_DIR/report.md
 
-Every file is written atomically (temporary file, fsync, rename); metrics lines are appended
-whole and fsynced, and a resumed run first drops any line past its last checkpoint.
+The checkpoint is one safetensors file written atomically (temporary file, fsync, rename): the
+model (``model.*``), the step rule's state (``step.*``, e.g. the heavy ball's velocity), the
+per-sample log-losses of the last kept epoch, the shuffling generator's state, and in its
+metadata the epoch, the schedule's state, the identity of the run's config and a SHA-256 of all
+of it, verified on load. A fresh run writes one at epoch 0 before any metrics, so metrics
+without a checkpoint mean files were lost, and resuming refuses.
+
+Writes of one epoch, in order: the metrics line (appended whole and fsynced), snapshots,
+trajectory, checkpoint. A resumed run checks that config, checkpoint and metrics agree and then
+drops the metrics lines past the checkpoint's epoch (they are recomputed, bit for bit); anything
+else that does not fit is refused with one line naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import nn
 
-from marginlab.errors import RunDirectoryError
+from marginlab.errors import MarginlabError, RunDirectoryError
 from marginlab.io import storage
 from marginlab.io.environment import environment
-from marginlab.models import load_state
 
-__all__ = ["IDENTITY_KEYS", "RunDir", "environment"]
+__all__ = ["IDENTITY_KEYS", "Checkpoint", "RunDir", "environment"]
 
 # Config entries that define a run: a directory holding a run that differs in any of these is
-# another run. The budget (epochs, time, stop target) may change on resume.
+# another run. The others (budgets: epochs, max_time, max_cpu_time, stop_at_log10_loss; and
+# checkpoint_every, trajectory_every, max_retries, device) may change on resume.
 IDENTITY_KEYS = ("model", "data", "schedule", "loss", "batch_size", "seed", "dtype",
-                 "weight_decay", "snapshots_at", "margin_convention")
+                 "weight_decay", "snapshots_at", "margin_convention", "eval_batch_size")
+CHECKPOINT_FORMAT = "marginlab-checkpoint/2"
+LOCK_NAME = ".lock"
+
+
+def identity(config: dict) -> str:
+    """SHA-256 of the config entries that define the run (:data:`IDENTITY_KEYS`)."""
+    ident = {k: storage.to_jsonable(config.get(k)) for k in IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, and the metadata."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(metadata):
+        h.update(f"{key}\0{metadata[key]}\0".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its tensors by name and the trainer's state."""
+
+    tensors: dict[str, torch.Tensor]
+    state: dict
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors named ``prefix.*``, without the prefix."""
+        return {k[len(prefix) + 1:]: v for k, v in self.tensors.items()
+                if k.startswith(prefix + ".")}
 
 
 class RunDir:
-    """Reads and writes one run directory."""
+    """Reads and writes one run directory; while it trains, holds the directory's lock."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     # --- paths -------------------------------------------------------------------------
     @property
@@ -59,97 +108,247 @@ class RunDir:
         return self.path / "events.jsonl"
 
     @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.safetensors"
 
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.path / "snapshots"
+
+    @property
+    def trajectory_dir(self) -> Path:
+        return self.path / "trajectory"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
     def snapshot_path(self, k: int) -> Path:
-        return self.path / "snapshots" / f"model-{k}.safetensors"
+        return self.snapshots_dir / f"model-{k}.safetensors"
+
+    def snapshot_paths(self) -> list[Path]:
+        """model-1, model-2, ... in numeric order."""
+        paths = self.snapshots_dir.glob("model-*.safetensors")
+        return sorted(paths, key=lambda p: int(p.stem.split("-")[1])
+                      if p.stem.split("-")[1].isdigit() else 10**9)
 
     def trajectory_path(self, epoch: int) -> Path:
-        return self.path / "trajectory" / f"epoch-{epoch:06d}.safetensors"
+        return self.trajectory_dir / f"epoch-{epoch:06d}.safetensors"
 
-    # --- lifecycle -----------------------------------------------------------------------
-    def prepare(self, config: dict, *, resume: bool, overwrite: bool) -> bool:
-        """Create the directory for ``config``; return True when resuming an existing run.
+    # --- the lock ------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the directory's exclusive lock (created with the directory if need be).
 
         Raises:
-            RunDirectoryError: the directory holds a different run (without ``overwrite``), or
-                holds this run and neither ``resume`` nor ``overwrite`` was given.
+            RunDirectoryError: another process holds it, or the directory cannot be made.
+        """
+        if self._lock_fd is not None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot create the run directory {self.path}: "
+                                    f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirectoryError(f"{self.path} is in use by another process ({holder}); wait "
+                                    "for it to finish or choose another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def _foreign(self) -> bool:
+        """The directory holds files but no marginlab run."""
+        entries = [p for p in self.path.iterdir() if p.name != LOCK_NAME]
+        return bool(entries) and not self.config_path.exists()
+
+    def _clear(self) -> None:
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def prepare(self, config: dict, *, resume: bool, overwrite: bool) -> bool:
+        """Lock the directory and set it up for ``config``; return True when resuming a run
+        from its checkpoint. The lock is held until :meth:`unlock`.
+
+        Raises:
+            RunDirectoryError: the directory holds a different run (without ``overwrite``), holds
+                this run and neither ``resume`` nor ``overwrite`` was given, holds files that are
+                no marginlab run, is in use, or holds metrics but no checkpoint.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path} exists and is not a directory")
-        exists = self.path.exists() and any(self.path.iterdir())
-        if exists and overwrite:
-            if not self.config_path.exists():
-                # Refuse to wipe a directory that marginlab did not write.
-                raise RunDirectoryError(
-                    f"{self.path} is not empty and holds no marginlab run; choose another "
-                    "directory"
-                )
-            shutil.rmtree(self.path)
-            exists = False
-        if exists:
-            if not self.config_path.exists():
-                raise RunDirectoryError(
-                    f"{self.path} is not empty and holds no marginlab run; choose another directory"
-                )
-            old = storage.read_json(self.config_path)
+        if self.path.exists() and self._foreign():
+            # Refuse to touch, let alone wipe, a directory that marginlab did not write.
+            raise RunDirectoryError(
+                f"{self.path} is not empty and holds no marginlab run; choose another directory")
+        self.lock()
+        try:
+            return self._prepare_locked(config, resume=resume, overwrite=overwrite)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _prepare_locked(self, config: dict, *, resume: bool, overwrite: bool) -> bool:
+        if self._foreign():  # written by someone else since the check above
+            raise RunDirectoryError(
+                f"{self.path} is not empty and holds no marginlab run; choose another directory")
+        if self.config_path.exists():
+            old = self.config()
             diff = [k for k in IDENTITY_KEYS if old.get(k) != storage.to_jsonable(config.get(k))]
-            if diff:
+            if overwrite:
+                self._clear()
+            elif diff:
                 raise RunDirectoryError(
                     f"{self.path} holds a different run (differs in {', '.join(diff)}); "
-                    "use --overwrite to replace it or choose another directory"
-                )
-            if not resume:
+                    "use --overwrite to replace it or choose another directory")
+            elif not resume:
                 raise RunDirectoryError(
                     f"{self.path} already holds this run; use --resume to continue it or "
-                    "--overwrite to start again"
-                )
-            merged = dict(old)
-            merged.update({k: v for k, v in config.items() if k not in IDENTITY_KEYS})
-            storage.write_json(self.config_path, merged)
-            if not self.checkpoint_path.exists():
-                # Interrupted before its first checkpoint: start afresh in place, dropping any
-                # metrics written past it.
-                self.metrics_path.unlink(missing_ok=True)
-                return False
-            return True
-        self.path.mkdir(parents=True, exist_ok=True)
+                    "--overwrite to start again")
+            elif self.checkpoint_path.exists():
+                merged = dict(old)
+                merged.update({k: v for k, v in config.items() if k not in IDENTITY_KEYS})
+                storage.write_json(self.config_path, merged)
+                return True
+            elif self.metrics_path.exists() and self.metrics_path.stat().st_size > 0:
+                raise RunDirectoryError(
+                    f"{self.path} holds metrics but no checkpoint ({self.checkpoint_path.name} "
+                    "is missing); refusing to resume: restore it, or use --overwrite to start "
+                    "again")
+            # else: stopped before its first checkpoint, so nothing was recorded: start afresh.
         storage.write_json(self.config_path, config)
         for f in (self.metrics_path, self.events_path):
             f.unlink(missing_ok=True)
         return False
 
     # --- checkpoints -----------------------------------------------------------------------
-    def save_checkpoint(self, model: nn.Module, generator: torch.Generator, state: dict) -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous()
-                   for k, v in model.state_dict().items()}
-        tensors["rng_state"] = generator.get_state()
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Write the checkpoint atomically, with its config identity and checksum."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = {"format": CHECKPOINT_FORMAT,
+                    "state": json.dumps(storage.to_jsonable(state)),
+                    "identity": identity(self.config())}
+        metadata["sha256"] = _digest(tensors, metadata)
         path = self.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(storage.to_jsonable(state))})
+        save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def load_checkpoint(self, model: nn.Module, generator: torch.Generator) -> dict:
+    def load_checkpoint(self) -> Checkpoint:
+        """The checkpoint, verified: readable, of this format, with a matching checksum, and of
+        the run that config.json describes.
+
+        Raises:
+            RunDirectoryError: any of these fails (one line naming it).
+        """
         path = self.checkpoint_path
         try:
             with safe_open(str(path), framework="pt") as fh:
-                state = json.loads(fh.metadata()["state"])
+                metadata = dict(fh.metadata() or {})
                 tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            raise RunDirectoryError(f"checkpoint {path} is unreadable ({exc})") from None
-        generator.set_state(tensors.pop("rng_state"))
-        load_state(model, {k[len("model."):]: v for k, v in tensors.items()}, source=str(path))
-        return state
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunDirectoryError(f"checkpoint {path} is unreadable ({first})") from None
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise RunDirectoryError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint "
+                                    f"(format {metadata.get('format')!r})")
+        stored = metadata.pop("sha256", None)
+        if stored != _digest(tensors, metadata):
+            raise RunDirectoryError(f"checkpoint {path} is corrupt: its SHA-256 does not match "
+                                    "its contents")
+        if metadata.get("identity") != identity(self.config()):
+            raise RunDirectoryError(f"checkpoint {path} belongs to another run than "
+                                    f"{self.config_path.name} describes")
+        try:
+            state = json.loads(metadata["state"])
+            epoch = state["epoch"]
+        except (KeyError, TypeError, ValueError):
+            raise RunDirectoryError(f"checkpoint {path} has no valid trainer state") from None
+        if not isinstance(state, dict) or isinstance(epoch, bool) or not isinstance(epoch, int) \
+                or epoch < 0:
+            raise RunDirectoryError(f"checkpoint {path} has an invalid epoch {epoch!r}")
+        return Checkpoint(tensors, state)
+
+    # --- metrics ---------------------------------------------------------------------------
+    def _metrics_lines(self) -> list[str]:
+        """The complete lines of metrics.jsonl, refusing an incomplete last line."""
+        if not self.metrics_path.exists():
+            return []
+        raw = self.metrics_path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunDirectoryError(f"{self.metrics_path} is not UTF-8 text (byte "
+                                    f"{exc.start})") from None
+        lines = text.split("\n")
+        if lines[-1] != "":
+            raise RunDirectoryError(
+                f"{self.metrics_path} ends in an incomplete line ({len(lines[-1])} bytes after "
+                f"epoch line {len(lines) - 1}); remove that partial line by hand to resume")
+        return lines[:-1]
+
+    def metrics_until(self, epoch: int, log_loss_sum: float | None) -> list[dict]:
+        """Verify that metrics.jsonl holds epochs 1..``epoch`` (at least) and that the record of
+        ``epoch`` has the checkpoint's ``log_loss_sum``; drop the lines past ``epoch`` (they
+        are recomputed on resume, bit for bit). Returns the records 1..``epoch``.
+
+        Raises:
+            RunDirectoryError: a line is not a JSON record, the epochs are not 1, 2, ..., the
+                file ends before ``epoch``, or the record of ``epoch`` disagrees.
+        """
+        lines = self._metrics_lines()
+        records = []
+        for i, line in enumerate(lines, start=1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise RunDirectoryError(f"{self.metrics_path}: line {i} is not valid JSON") \
+                    from None
+            if not isinstance(rec, dict) or rec.get("epoch") != i:
+                raise RunDirectoryError(f"{self.metrics_path}: line {i} is not the record of "
+                                        f"epoch {i}")
+            records.append(rec)
+        if len(records) < epoch:
+            raise RunDirectoryError(f"{self.metrics_path} ends at epoch {len(records)} but the "
+                                    f"checkpoint is at epoch {epoch}; refusing to resume")
+        if epoch and log_loss_sum is not None and \
+                storage.to_jsonable(log_loss_sum) != records[epoch - 1].get("log_loss_sum"):
+            raise RunDirectoryError(f"{self.metrics_path}: epoch {epoch} does not match the "
+                                    "checkpoint (log_loss_sum differs); refusing to resume")
+        if len(records) > epoch:
+            storage.atomic_write_text(self.metrics_path,
+                                      "".join(s + "\n" for s in lines[:epoch]))
+        return records[:epoch]
 
     def truncate_metrics(self, last_epoch: int) -> list[dict]:
-        """Keep the metrics of epochs ≤ ``last_epoch`` (written again atomically)."""
+        """Keep the metrics of epochs ≤ ``last_epoch`` (written again atomically); for runs
+        that record some epochs only (:class:`marginlab.Tracker`)."""
         records = [r for r in storage.read_jsonl(self.metrics_path) if r["epoch"] <= last_epoch]
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        storage.atomic_write_text(self.metrics_path, text)
+        storage.atomic_write_text(self.metrics_path,
+                                  "".join(json.dumps(r) + "\n" for r in records))
         return records
 
     # --- reading -----------------------------------------------------------------------
@@ -157,9 +356,35 @@ class RunDir:
         if not self.config_path.exists():
             raise RunDirectoryError(
                 f"{self.path} is not a marginlab run directory (no config.json)")
-        return storage.read_json(self.config_path)
+        if not self.config_path.is_file():
+            raise RunDirectoryError(f"{self.config_path} is not a file")
+        try:
+            config = storage.read_json(self.config_path)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot read {self.config_path}: {exc.strerror}") from None
+        except MarginlabError as exc:  # not JSON: say it as a run-directory error
+            raise RunDirectoryError(str(exc)) from None
+        if not isinstance(config, dict):
+            raise RunDirectoryError(f"{self.config_path} does not hold a JSON object")
+        return config
 
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
             raise RunDirectoryError(f"{self.path} has no metrics.jsonl")
         return storage.read_jsonl(self.metrics_path)
+
+    def append_metrics(self, record: dict) -> None:
+        storage.append_jsonl(self.metrics_path, record)
+
+    def append_event(self, event: dict) -> None:
+        storage.append_jsonl(self.events_path, event)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the lock for the duration of a block (for readers that must not race a
+        writer)."""
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()

@@ -16,7 +16,9 @@ from marginlab import data as data_mod
 from marginlab import models
 from marginlab.device import configure as configure_device
 from marginlab.errors import MarginlabError
-from marginlab.train.fit import FitResult, WeightDecay, fit
+from marginlab.train.config import FitConfig, WeightDecay
+from marginlab.train.fit import fit
+from marginlab.train.history import FitResult
 from marginlab.train.schedules import make_schedule
 
 __all__ = ["TrainSpec", "build_model", "run_training"]
@@ -114,23 +116,22 @@ def build_model(spec: TrainSpec, split: data_mod.DataSplit) -> torch.nn.Module:
 def run_training(spec: TrainSpec, out: str | Path | None, *, resume: bool = False,
                  overwrite: bool = False, progress: bool | None = None) -> FitResult:
     """Load the data, build the model and schedule, and :func:`fit` — writing to ``out``."""
-    configure_device(spec.device, allow_tf32=spec.allow_tf32)
-    split = data_mod.load(spec.data, spec.root, n_train=spec.n_train, n_test=spec.n_test)
-    model = build_model(spec, split)
     schedule = make_schedule(spec.schedule)
     wd = None
     if spec.weight_decay:
         wd = WeightDecay(spec.weight_decay, spec.weight_decay_power,
-                         {int(k): float(v) for k, v in spec.weight_decay_milestones.items()})
+                         spec.weight_decay_milestones)
     data_info = {"name": spec.data, "root": spec.root, "n_train": spec.n_train,
                  "n_test": spec.n_test}
-    result = fit(
-        model, split.train, split.test, schedule=schedule, epochs=spec.epochs,
-        batch_size=spec.batch_size, loss=spec.loss, weight_decay=wd, run_dir=out,
-        snapshots_at=spec.snapshots_at, seed=spec.seed, device=spec.device, resume=resume,
-        overwrite=overwrite, max_time=spec.max_time, stop_at_log10_loss=spec.stop_at_log10_loss,
+    config = FitConfig(
+        schedule=schedule, epochs=spec.epochs, batch_size=spec.batch_size, loss=spec.loss,
+        weight_decay=wd, snapshots_at=spec.snapshots_at, seed=spec.seed, device=spec.device,
+        max_time=spec.max_time, stop_at_log10_loss=spec.stop_at_log10_loss,
         margin_convention=spec.margin_convention, checkpoint_every=spec.checkpoint_every,
-        trajectory_every=spec.trajectory_every, data_info=data_info,
-        extra_config={"spec": spec.to_dict()}, progress=progress,
-    )
-    return result
+        trajectory_every=spec.trajectory_every)
+    configure_device(spec.device, allow_tf32=spec.allow_tf32)
+    split = data_mod.load(spec.data, spec.root, n_train=spec.n_train, n_test=spec.n_test)
+    model = build_model(spec, split)
+    return fit(model, split.train, split.test, config, run_dir=out, resume=resume,
+               overwrite=overwrite, data_info=data_info, extra_config={"spec": spec.to_dict()},
+               progress=progress)
