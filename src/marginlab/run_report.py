@@ -22,8 +22,7 @@ SNAPSHOT_HEADERS = ["snapshot", "epoch", "log10 train loss", "normalized margin 
 def snapshot_rows(run_dir: Path) -> list[list]:
     """Table-1-style rows from the snapshots' metadata."""
     rows = []
-    for path in sorted((run_dir / "snapshots").glob("model-*.safetensors"),
-                       key=lambda p: int(p.stem.split("-")[1])):
+    for path in RunDir(run_dir).snapshot_paths():
         extra = models.metadata(path).get("extra", {})
         rows.append([path.stem, extra.get("epoch"), extra.get("log10_loss_mean"),
                      extra.get("normalized_margin_multi"), extra.get("normalized_margin"),
@@ -54,7 +53,7 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
     if rows:
         rep.heading("Snapshots (Lyu & Li, Table 1 style)")
         rep.table(SNAPSHOT_HEADERS, rows)
-    for png in sorted((run.path / "plots").glob("*.png")):
+    for png in sorted(run.plots_dir.glob("*.png")):
         if not png.name.startswith(("robust", "analysis")):
             rep.image(f"plots/{png.name}", png.stem)
     for frag in sorted((run.path / "report").glob("*.html")):

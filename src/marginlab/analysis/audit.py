@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from marginlab.core.losses import Loss, get_loss
 from marginlab.errors import MarginlabError, RunDirectoryError
+from marginlab.train.rundir import RunDir
 
 __all__ = [
     "DirectionCosines",
@@ -132,7 +133,7 @@ class DirectionCosines:
 
 def trajectory_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
     """epoch → path of ``RUN_DIR/trajectory/epoch-NNNNNN.safetensors``, sorted by epoch."""
-    folder = Path(run_dir) / "trajectory"
+    folder = RunDir(run_dir).trajectory_dir
     found = {}
     if folder.is_dir():
         for path in folder.iterdir():

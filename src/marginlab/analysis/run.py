@@ -45,6 +45,7 @@ from marginlab.errors import (
 from marginlab.io import storage
 from marginlab.io.report import Report
 from marginlab.progress import Progress
+from marginlab.train.rundir import RunDir
 
 __all__ = ["RunAnalysis", "analyze_run", "balanced_subset"]
 
@@ -141,14 +142,15 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
         MarginlabError: bad arguments.
     """
     run = Path(run_dir)
-    if not (run / "config.json").is_file():
+    files = RunDir(run)
+    if not files.config_path.is_file():
         raise RunDirectoryError(f"{run} has no config.json; is it a marginlab run directory?")
     if kkt_every < 1:
         raise MarginlabError(f"--kkt-every must be ≥ 1, got {kkt_every}")
-    config = storage.read_json(run / "config.json")
-    records = storage.read_jsonl(run / "metrics.jsonl")
+    config = storage.read_json(files.config_path)
+    records = storage.read_jsonl(files.metrics_path)
     if not records:
-        raise RunDirectoryError(f"{run}/metrics.jsonl holds no epochs")
+        raise RunDirectoryError(f"{files.metrics_path} holds no epochs")
     loss = config.get("loss", "cross_entropy")
     result = RunAnalysis(run_dir=run, tau=float(tau), n_samples=None,
                          rates_set_by_schedule=loss_sets_step(config))

@@ -80,8 +80,9 @@ def balanced_subset(y: torch.Tensor, n: int) -> np.ndarray:
 
 def _snapshot_paths(run_dir: Path, names: str | None) -> dict[str, Path]:
     from marginlab.errors import RunDirectoryError
+    from marginlab.train.rundir import RunDir
 
-    folder = run_dir / "snapshots"
+    folder = RunDir(run_dir).snapshots_dir
     present = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
     if names is None:
         chosen = [s for s in DEFAULT_SNAPSHOTS if s in present]
@@ -102,8 +103,9 @@ def _load_split(run_dir: Path):
     from marginlab import data
     from marginlab.errors import MarginlabError, RunDirectoryError
     from marginlab.io.storage import read_json
+    from marginlab.train.rundir import RunDir
 
-    config_path = run_dir / "config.json"
+    config_path = RunDir(run_dir).config_path
     if not config_path.is_file():
         raise RunDirectoryError(f"{run_dir} is not a run directory (no config.json)")
     config = read_json(config_path)
@@ -180,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
         write_json(out_path, doc)
     png, html_path, md_path = write_report(run_dir, doc)
     print(f"wrote {out_path}, {png}, {html_path}, {md_path}")
-    if (run_dir / "metrics.jsonl").is_file():
+    from marginlab.train.rundir import RunDir
+
+    if RunDir(run_dir).metrics_path.is_file():
         from marginlab.run_report import write_run_report
 
         print(f"report: {write_run_report(run_dir)}")

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     spec = spec_from_args(args)
     out = Path(args.out)
-    if args.resume and (out / "config.json").exists():
+    if args.resume and RunDir(out).config_path.exists():
         saved = RunDir(out).config().get("spec")
         if saved:  # the run's own settings; a budget given on this command line replaces its
             given = {"epochs": args.epochs, "max_time": args.max_time,
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             budget = {k: v for k, v in given.items() if v is not None}
             spec = TrainSpec.from_dict({**saved, **budget})
     result = run_training(spec, out, resume=args.resume, overwrite=args.overwrite)
-    plots.plot_training({out.name: result.history}, out / "plots" / "training.png",
+    plots.plot_training({out.name: result.history}, RunDir(out).plots_dir / "training.png",
                         title=f"{spec.model} ({spec.bias} bias) on {spec.data}")
     page = report.write_run_report(out)
     last = result.last

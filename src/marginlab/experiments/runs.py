@@ -19,6 +19,7 @@ from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
 from marginlab.io import storage
 from marginlab.progress import Progress
+from marginlab.train.rundir import RunDir
 from marginlab.train.spec import TrainSpec, run_training
 
 __all__ = ["prepare_output", "run_specs", "run_tasks", "value_at_time"]
@@ -95,7 +96,7 @@ def run_specs(specs: Mapping[str, dict], out: Path, *, workers: int = 2, resume:
                     results[futures[fut]] = fut.result()
                 status = {}
                 for name in specs:
-                    rec = _last_line(run_root / name / "metrics.jsonl")
+                    rec = _last_line(RunDir(run_root / name).metrics_path)
                     if rec is not None:
                         status[name] = (f"epoch {rec['epoch']} "
                                         f"log10 L {rec['log10_loss_mean']:.4g}")

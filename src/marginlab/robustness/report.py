@@ -16,6 +16,7 @@ import numpy as np
 from marginlab.io.storage import atomic_write_text
 from marginlab.robustness.evaluate import RobustCurve, RobustnessResult
 from marginlab.robustness.plots import eps_grid, plot_curves
+from marginlab.train.rundir import RunDir
 
 __all__ = ["PLOT_NAME", "write_report"]
 
@@ -120,7 +121,7 @@ def write_report(run_dir: str | os.PathLike, doc: dict) -> tuple[Path, Path, Pat
         for name, s in entry["snapshots"].items():
             snapshots_meta.setdefault(name, s.get("meta", {}))
     methods = sorted({f"{e['method']} ({e['steps']} steps)" for e in splits.values()})
-    png = plot_curves(curves, run_dir / "plots" / PLOT_NAME, n_points=n_points,
+    png = plot_curves(curves, RunDir(run_dir).plots_dir / PLOT_NAME, n_points=n_points,
                       title=f"L2 robustness, attack: {', '.join(methods)}")
     t1 = _table1(snapshots_meta)
     t2 = _summary_table(splits, eps_marks)

@@ -27,7 +27,6 @@ from marginlab.core import margins, targets
 from marginlab.device import configure as configure_device
 from marginlab.device import tf32_enabled
 from marginlab.errors import MarginlabError, RunDirectoryError
-from marginlab.io import storage
 from marginlab.io.environment import environment
 from marginlab.progress import Progress
 from marginlab.train.config import DEFAULT_SNAPSHOTS, FitConfig, WeightDecay
@@ -53,12 +52,14 @@ def fit(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tens
 
     Either pass a :class:`FitConfig`, or its fields as keywords::
 
+        fit(model, split.train, split.test, FitConfig(LossBasedLR(), epochs=2000))
         fit(model, split.train, split.test, schedule=LossBasedLR(), epochs=2000,
             run_dir="runs/mlp", stop_at_log10_loss=-100)
 
     Args:
         model: the network (trained in place, in its own dtype; margins in float64).
-        train: (X, y) training tensors. test: optional (X, y) test tensors.
+        train: (X, y) training tensors. test: optional (X, y) test tensors (or, without a test
+            set, the config).
         config: what to train (schedule, epochs, batches, loss, budgets ...).
         run_dir: directory for config, metrics, checkpoint and snapshots (see :class:`RunDir`).
         resume: continue the run in ``run_dir`` from its checkpoint, exactly. Only the fields in
@@ -76,6 +77,8 @@ def fit(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tens
         StepSizeUnderflowError: the loss-based step fell below its floor (loss stopped decreasing).
         MarginlabError: invalid data, settings, or run directory.
     """
+    if isinstance(test, FitConfig) and config is None:  # fit(model, train, config)
+        test, config = None, test
     if config is None:
         config = FitConfig.from_keywords(settings)
     elif settings:
@@ -190,6 +193,7 @@ class _Loop:
         try:
             if resumed:
                 self._restore()
+                run.confirm_resume()
                 run.append_event({"event": "resume", "epoch": self.epoch})
             else:
                 self.current = self.objective.evaluate()
@@ -345,19 +349,14 @@ class _Loop:
                                     f"({str(exc).splitlines()[0]})") from None
         except MarginlabError as exc:
             raise RunDirectoryError(str(exc)) from None
-        records = run.metrics_until(self.epoch, log_L if self.epoch else None)
+        records = run.metrics_until(self.epoch, {
+            "log_loss_sum": log_L, "smoothed_margin": smoothed[0],
+            "smoothed_margin_multi": smoothed[1]})
         try:
             self.history = History.from_dicts(records)
         except MarginlabError as exc:
             raise RunDirectoryError(f"{run.metrics_path}: {exc}") from None
         self.current = Evaluation(log_L, log_losses, None, (smoothed[0], smoothed[1]))
-        if self.epoch:
-            last = self.history[-1]
-            recorded = [last.smoothed_margin, last.smoothed_margin_multi]
-            if storage.to_jsonable(recorded) != storage.to_jsonable(smoothed):
-                raise RunDirectoryError(f"{run.metrics_path}: epoch {self.epoch} does not match "
-                                        "the checkpoint (smoothed margins differ); refusing to "
-                                        "resume")
 
 
 def _snapshot_meta(record: Mapping, threshold: float | None) -> dict:

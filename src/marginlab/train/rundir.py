@@ -93,6 +93,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._resume_config: dict | None = None
 
     # --- paths -------------------------------------------------------------------------
     @property
@@ -166,6 +167,12 @@ class RunDir:
                       f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode(), 0)
         self._lock_fd = fd
 
+    def confirm_resume(self) -> None:
+        """Record the resumed run's new budgets in config.json (after verification)."""
+        if self._resume_config is not None:
+            storage.write_json(self.config_path, self._resume_config)
+            self._resume_config = None
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
@@ -226,9 +233,9 @@ class RunDir:
                     f"{self.path} already holds this run; use --resume to continue it or "
                     "--overwrite to start again")
             elif self.checkpoint_path.exists():
-                merged = dict(old)
-                merged.update({k: v for k, v in config.items() if k not in IDENTITY_KEYS})
-                storage.write_json(self.config_path, merged)
+                # written by confirm_resume, once checkpoint and metrics are verified
+                self._resume_config = {**old, **{k: v for k, v in config.items()
+                                                 if k not in IDENTITY_KEYS}}
                 return True
             elif self.metrics_path.exists() and self.metrics_path.stat().st_size > 0:
                 raise RunDirectoryError(
@@ -310,10 +317,10 @@ class RunDir:
                 f"epoch line {len(lines) - 1}); remove that partial line by hand to resume")
         return lines[:-1]
 
-    def metrics_until(self, epoch: int, log_loss_sum: float | None) -> list[dict]:
+    def metrics_until(self, epoch: int, expect: dict | None = None) -> list[dict]:
         """Verify that metrics.jsonl holds epochs 1..``epoch`` (at least) and that the record of
-        ``epoch`` has the checkpoint's ``log_loss_sum``; drop the lines past ``epoch`` (they
-        are recomputed on resume, bit for bit). Returns the records 1..``epoch``.
+        ``epoch`` has the values ``expect`` (the checkpoint's); then drop the lines past
+        ``epoch`` (they are recomputed on resume, bit for bit). Returns the records 1..``epoch``.
 
         Raises:
             RunDirectoryError: a line is not a JSON record, the epochs are not 1, 2, ..., the
@@ -334,10 +341,10 @@ class RunDir:
         if len(records) < epoch:
             raise RunDirectoryError(f"{self.metrics_path} ends at epoch {len(records)} but the "
                                     f"checkpoint is at epoch {epoch}; refusing to resume")
-        if epoch and log_loss_sum is not None and \
-                storage.to_jsonable(log_loss_sum) != records[epoch - 1].get("log_loss_sum"):
-            raise RunDirectoryError(f"{self.metrics_path}: epoch {epoch} does not match the "
-                                    "checkpoint (log_loss_sum differs); refusing to resume")
+        for key, value in (expect or {}).items() if epoch else ():
+            if storage.to_jsonable(value) != records[epoch - 1].get(key):
+                raise RunDirectoryError(f"{self.metrics_path}: epoch {epoch} does not match the "
+                                        f"checkpoint ({key} differs); refusing to resume")
         if len(records) > epoch:
             storage.atomic_write_text(self.metrics_path,
                                       "".join(s + "\n" for s in lines[:epoch]))
