@@ -167,3 +167,21 @@ def test_resume_uses_the_runs_own_settings(capsys, tmp_path):
     assert rc == 0, err
     assert re.match(r"epoch 4: .*stopped by epochs", stdout)
     assert len(_metrics(out)) == 4
+
+
+def test_resume_refuses_options_that_conflict_with_the_saved_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert _run(capsys, *TINY, "--epochs", "2", "--out", str(out))[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    for argv, key in ((["--widths", "32"], "widths"), (["--seed", "4"], "seed"),
+                      (["--schedule", "constant"], "schedule"), (["--batch-size", "50"],
+                                                                  "batch_size")):
+        rc, stdout, err = _run(capsys, *TINY, "--epochs", "3", *argv, "--out", str(out),
+                               "--resume")
+        _assert_user_error(rc, stdout, err, f"gives {key}=")
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before
+    # the same options as the run's, and a new budget: fine
+    rc, _, err = _run(capsys, *TINY, "--epochs", "3", "--out", str(out), "--resume")
+    assert rc == 0, err
+    assert len(_metrics(out)) == 3

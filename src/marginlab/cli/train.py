@@ -146,6 +146,26 @@ def spec_from_args(args: argparse.Namespace):
     )
 
 
+# What --resume may change; every other option must match the saved run (or be left out).
+RESUMABLE = ("epochs", "max_time", "stop_at_log10_loss")
+
+
+def _refuse_conflicts(args: argparse.Namespace, spec, saved: dict) -> None:
+    """Refuse options given with --resume that differ from the saved run's settings."""
+    from marginlab.cli import build_parser
+    from marginlab.errors import MarginlabError
+
+    defaults = spec_from_args(build_parser().parse_args([NAME, "--out", args.out])).to_dict()
+    for key, value in spec.to_dict().items():
+        if key in RESUMABLE or key not in saved or value == defaults.get(key):
+            continue  # a budget, or an option left at its default
+        if value != saved[key]:
+            raise MarginlabError(
+                f"--resume continues the run in {args.out} with its own settings, but the "
+                f"command line gives {key}={value!r} where the run has {saved[key]!r}; only "
+                "--epochs, --max-time and --stop-at may change (or use --overwrite)")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -163,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and RunDir(out).config_path.exists():
         saved = RunDir(out).config().get("spec")
         if saved:  # the run's own settings; a budget given on this command line replaces its
+            _refuse_conflicts(args, spec, saved)
             given = {"epochs": args.epochs, "max_time": args.max_time,
                      "stop_at_log10_loss": args.stop_at}
             budget = {k: v for k, v in given.items() if v is not None}
