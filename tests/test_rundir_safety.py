@@ -274,3 +274,31 @@ def test_checkpoint_is_one_file_with_everything_to_continue(tmp_path):
     assert ck.state["epoch"] == 3 and "alpha" in ck.state["schedule"]
     for k, v in model.state_dict().items():
         assert torch.equal(ck.tensors[f"model.{k}"], v)
+
+
+def test_a_failed_write_is_one_line_and_leaves_the_last_checkpoint(tmp_path, monkeypatch):
+    """A full disk while checkpointing (ENOSPC from the write): a one-line RunDirectoryError, no
+    temporary file left, and the run resumes from its last complete checkpoint."""
+    import errno
+
+    from safetensors import torch as st
+
+    run = tmp_path / "run"
+    _run(run, 2)
+    real, calls = st.save_file, []
+
+    def full_disk(tensors, filename, metadata=None):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint of the resumed run
+            Path(filename).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr("marginlab.train.rundir.save_file", full_disk)
+    with pytest.raises(RunDirectoryError) as exc:
+        _run(run, 5, resume=True)
+    _refused(exc, "No space left on device")
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.safetensors"]
+    monkeypatch.undo()
+    res = _run(run, 5, resume=True)
+    assert [r.epoch for r in res.history] == [1, 2, 3, 4, 5]

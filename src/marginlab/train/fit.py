@@ -206,6 +206,11 @@ class _Loop:
                 self._checkpoint()
                 finish_run(run, self.model, self.history, self.cfg.snapshots_at, stop_reason,
                            self.epoch)
+        except OSError as exc:  # a full disk, a read-only file system ...: one line, exit 2
+            where = exc.filename or run.path
+            raise RunDirectoryError(f"cannot write the run directory ({where}: "
+                                    f"{exc.strerror or exc}); its checkpoint is the last "
+                                    "complete one") from None
         finally:
             if run is not None:
                 run.unlock()
