@@ -193,6 +193,7 @@ class Tracker:
             save_tensors(self.run.path / DATA_FILE,
                          split_from_tensors((self.X, self.y), self.test, out_dim.shape[1]))
         if resuming:
+            self.run.confirm_resume()  # the new budget (total_epochs ...) into config.json
             self.history = self.run.metrics()
             if self.history:
                 last = self.history[-1]
