@@ -29,7 +29,13 @@ import torch
 from marginlab.analysis import kkt_residual
 from marginlab.analysis.clarke import relu_hull_residual
 from marginlab.analysis.plots import plot_kkt_fall
-from marginlab.claims import by_effect, paired_effect, render_table_html, render_table_md
+from marginlab.claims import (
+    by_effect,
+    paired_effect,
+    read_claims,
+    render_table_html,
+    render_table_md,
+)
 from marginlab.claims import write_claims as write_claims_file
 from marginlab.errors import MarginlabError, NotSeparatedError
 from marginlab.experiments import Experiment, RunRequest, register
@@ -191,6 +197,7 @@ def run(request: RunRequest) -> Path:
     plot_kkt_fall(results, out / "plots" / "kkt_fall.png", tau=s["tau"])
     claims = _claims(s, results)
     write_claims_file(out, EXPERIMENT_ID, claims)
+    claims = read_claims(out)  # with the experiment's id filled in
     storage.write_json(out / "summary.json", {"experiment": EXPERIMENT_ID, "scale": request.scale,
                                              "settings": s, "results": results})
     return _report(out, request, s, results, claims)

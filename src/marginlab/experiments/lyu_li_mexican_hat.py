@@ -18,7 +18,13 @@ import numpy as np
 
 from marginlab.analysis.mexican_hat import MexicanHatFlow, simulate_polar
 from marginlab.analysis.plots import plot_mexican_hat
-from marginlab.claims import by_certificate, render_table_html, render_table_md, write_claims
+from marginlab.claims import (
+    by_certificate,
+    read_claims,
+    render_table_html,
+    render_table_md,
+    write_claims,
+)
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
 from marginlab.io import storage
@@ -96,6 +102,7 @@ def run(request: RunRequest) -> Path:
             f"(1 − r²)⁴" + (f"; {speeds[3]:.1e} with (1 − r²)³" if 3 in speeds else ""),
             speeds[4] <= 1e-9, "max |dψ/dτ| on ψ = 0 at most 1e-9"))
     write_claims(out, EXPERIMENT_ID, claims)
+    claims = read_claims(out)  # with the experiment's id filled in
     storage.write_json(out / "summary.json", {"experiment": EXPERIMENT_ID, "scale": request.scale,
                                              "settings": s, "runs": summaries,
                                              "curve_speed": speeds})

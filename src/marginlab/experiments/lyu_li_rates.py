@@ -28,6 +28,7 @@ from marginlab.claims import (
     by_certificate,
     by_effect,
     paired_effect,
+    read_claims,
     render_table_html,
     render_table_md,
     write_claims,
@@ -76,7 +77,7 @@ def fit_path(path: dict, order: int, from_T: float) -> dict:
 
 
 def _theory_c(order: int) -> float:
-    return -(2.0 - 2.0 / order)
+    return 2.0 / order - 2.0 + 0.0  # + 0.0: no "-0" for L = 1
 
 
 def _separation(value: float, theory: float, others: list[float]) -> float:
@@ -114,6 +115,7 @@ def run(request: RunRequest) -> Path:
                     out / "plots" / "rates.png")
     claims = _claims(s, results)
     write_claims(out, EXPERIMENT_ID, claims)
+    claims = read_claims(out)  # with the experiment's id filled in
     storage.write_json(out / "summary.json", {"experiment": EXPERIMENT_ID, "scale": request.scale,
                                              "settings": s, "results": results})
     return _report(out, request, s, results, claims)
