@@ -156,7 +156,7 @@ def test_digits_fixed_split_matches_scikit_learn():
 def test_unknown_name_options_and_sizes_are_errors():
     one_line_error("unknown data set 'svhn'", load, "svhn")
     one_line_error("has no option seed", load, "digits", seed=1)
-    one_line_error("subset size must be positive", load, "digits", n_train=0)
+    one_line_error("n_train must be at least 1", load, "digits", n_train=0)
     one_line_error("needs n_train", load, "thm43")
     message = one_line_error("has no option width", load, "thm43", n_train=4, width=3)
     assert "d, seed" in message
@@ -521,7 +521,7 @@ def test_cifar100_malformed_entries(tmp_path):
     path.write_bytes(py3_cifar100_file(rows.astype(np.float32), [1, 2, 3], [0, 1, 2]))
     one_line_error("'data' must be an N × 3072 uint8 array", read, path)
     path.write_bytes(pickle.dumps({b"data": rows, b"fine_labels": ["a", "b", "c"]}, protocol=2))
-    one_line_error("'fine_labels' must be a list of integers", read, path)
+    one_line_error("'fine_labels' must be integers, found 'a'", read, path)
     path.write_bytes(pickle.dumps({b"data": rows, b"fine_labels": [1, 2, 3]}, protocol=2))
     assert read(path)[0].shape == (3, 3, 32, 32)
     one_line_error("no 'coarse_labels' entry", read, path, labels="coarse")

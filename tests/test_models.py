@@ -134,7 +134,7 @@ def test_build_rejects_bad_requests():
         models.build("resnet")
     with pytest.raises(MarginlabError, match="bad arguments for model 'mlp'"):
         models.build("mlp", in_dim=3, widths=[2], depth=4)
-    with pytest.raises(MarginlabError, match="positive"):
+    with pytest.raises(MarginlabError, match="widths must be at least 1, got 0"):
         models.mlp(10, [5, 0], 3)
 
 

@@ -299,10 +299,11 @@ def test_cli(tmp_path, capsys):
         ([str(tmp_path / "missing.json")], "missing file"),
         (["lyu-li-mnist"], "has no trial function"),
         ([DUMMY, "--scale", "paper"], "has no sweep grid for scale 'paper'"),
-        ([DUMMY, "--seeds", "0,x"], "--seeds takes comma-separated integers"),
+        ([DUMMY, "--seeds", "0,x"], "--seeds must be an integer, got 'x'"),
         ([DUMMY, "--out", str(tmp_path / "other"), "--overwrite", *sets],
          "holds no marginlab sweep"),
-        ([DUMMY, "--workers", "-1", *sets, "--out", str(tmp_path / "w")], "workers must be"),
+        ([DUMMY, "--workers", "-1", *sets, "--out", str(tmp_path / "w")],
+         "--workers: must be at least 0"),
         ([DUMMY, "--address", "auto", *sets, "--out", str(tmp_path / "a")],
          "--address is for the ray backend"),
     ]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from marginlab.errors import MarginlabError
+from marginlab import validate
 
 __all__ = ["configure", "tf32_enabled"]
 
@@ -32,16 +32,11 @@ def configure(device: str | torch.device, *, allow_tf32: bool | None = None) -> 
         MarginlabError: CUDA was asked for and is not available, or the name is not a device.
     """
     global _allow_tf32
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MarginlabError(f"unknown torch device {device!r}") from None
+    dev = torch.device(validate.device(device, "device"))  # one check of device names
     if allow_tf32 is not None:
         _allow_tf32 = bool(allow_tf32)
     allow = bool(_allow_tf32)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MarginlabError(f"device {device!r} asked for, but CUDA is not available")
         torch.backends.cuda.matmul.allow_tf32 = allow
         torch.backends.cudnn.allow_tf32 = allow
         return {"device": str(dev), "tf32": allow}

@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from marginlab import validate
 from marginlab.errors import MarginlabError
 
 __all__ = [
@@ -52,6 +53,19 @@ def _registered(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def _check_bias(bias: str) -> None:
     if bias not in BIAS_MODES:
         raise MarginlabError(f"bias must be one of {', '.join(BIAS_MODES)}, got {bias!r}")
+
+
+def _size(value: object, name: str) -> int:
+    """A layer size (inputs, outputs, channels, classes): a positive integer."""
+    return validate.integer(value, name, minimum=1, maximum=1 << 24)
+
+
+def _seed(value: object) -> int:
+    return validate.integer(value, "seed", minimum=0, maximum=2**63 - 1)
+
+
+def _width(value: object) -> float:
+    return validate.number(value, "width", positive=True, maximum=64.0)
 
 
 def _init(model: nn.Module, seed: int) -> None:
@@ -86,8 +100,8 @@ def mnist_cnn(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: in
     ``bias="all"``. ``width`` scales every hidden layer (1.0 is the paper's network; smaller
     widths give the same architecture at CPU cost)."""
     _check_bias(bias)
-    if not width > 0:
-        raise MarginlabError(f"width must be positive, got {width}")
+    num_classes, in_channels = _size(num_classes, "num_classes"), _size(in_channels, "in_channels")
+    width, seed = _width(width), _seed(seed)
     c1, c2, h = (max(1, round(k * width)) for k in (32, 64, 1024))
     model = nn.Sequential()
     model.add_module("conv1", nn.Conv2d(in_channels, c1, 5, padding=2, bias=_layer_bias(bias, 0)))
@@ -119,8 +133,8 @@ def vgg16(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 
     "same" padding, for 32×32 inputs. Homogeneous of order 14 unless ``bias="all"``.
     ``width`` scales every layer's channels (1.0 is the paper's network)."""
     _check_bias(bias)
-    if not width > 0:
-        raise MarginlabError(f"width must be positive, got {width}")
+    num_classes, in_channels = _size(num_classes, "num_classes"), _size(in_channels, "in_channels")
+    width, seed = _width(width), _seed(seed)
     model = nn.Sequential()
     channels, layer, block = in_channels, 0, 1
     for item in VGG16_CONFIG:
@@ -148,9 +162,13 @@ def mlp(in_dim: int, widths: Sequence[int], out_dim: int = 10, *, bias: BiasMode
     """A fully connected ReLU network in_dim → widths… → out_dim; inputs are flattened.
     Homogeneous of order len(widths) + 1 unless ``bias="all"``."""
     _check_bias(bias)
-    widths = [int(w) for w in widths]
-    if in_dim <= 0 or out_dim <= 0 or any(w <= 0 for w in widths):
-        raise MarginlabError("mlp dimensions must be positive integers")
+    in_dim, out_dim = _size(in_dim, "in_dim"), _size(out_dim, "out_dim")
+    widths = validate.widths(widths, "widths", allow_empty=True)
+    if any(w > 1 << 24 for w in widths):
+        raise MarginlabError(f"widths must be at most {1 << 24}, got {max(widths)}")
+    if activation not in ("relu", "leaky_relu"):
+        raise MarginlabError(f"activation must be relu or leaky_relu, got {activation!r}")
+    seed = _seed(seed)
     model = nn.Sequential()
     model.add_module("flatten", nn.Flatten())
     dims = [in_dim, *widths, out_dim]
@@ -169,6 +187,7 @@ def two_layer(d: int, m: int, out_dim: int = 1, *, bias: BiasMode = "none",
               seed: int = 0) -> nn.Module:
     """f(x) = Σ_j a_j relu(w_jᵀx) (Wei et al., Section 4): d inputs, m hidden units.
     Homogeneous of order 2 unless ``bias="all"``."""
+    d, m = _size(d, "d"), _size(m, "m")
     return _tag(mlp(d, [m], out_dim, bias=bias, seed=seed), "two_layer", d=d, m=m,
                 out_dim=out_dim, bias=bias, seed=seed)
 
@@ -197,6 +216,8 @@ def wrn16(num_classes: int = 10, *, widen: int = 4, in_channels: int = 3,
     Residual sums of paths of different depth make it non-homogeneous; it is used for the
     weight-decay experiments, not for normalized margins.
     """
+    num_classes, in_channels = _size(num_classes, "num_classes"), _size(in_channels, "in_channels")
+    widen, seed = validate.integer(widen, "widen", minimum=1, maximum=64), _seed(seed)
     widths = [16, 16 * widen, 32 * widen, 64 * widen]
     model = nn.Sequential()
     model.add_module("conv", nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False))
@@ -275,6 +296,9 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     """
     path = Path(path)
     tensors, meta = _read(path)
+    fmt = meta.get("format")
+    if fmt is not None and not fmt.startswith("marginlab-model/"):
+        raise MarginlabError(f"{path}: metadata format {fmt[:40]!r} is not a marginlab model")
     if model is None:
         if "spec" not in meta:
             raise MarginlabError(
@@ -284,7 +308,11 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
                 and isinstance(spec.get("kwargs"), dict)):
             raise MarginlabError(f"{path}: the model spec in its metadata is malformed")
-        model = build(spec["name"], **spec["kwargs"])
+        try:
+            model = build(spec["name"], **spec["kwargs"])
+        except MarginlabError as exc:
+            raise MarginlabError(f"{path}: the model spec in its metadata is invalid: {exc}"
+                                 ) from None
         dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
         if len(dtypes) == 1:  # rebuild in the dtype it was saved in (e.g. float64)
             model.to(dtypes.pop())
@@ -308,6 +336,9 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], *, source: st
                 f"checkpoint {source}: {k} has shape {tuple(v.shape)}, model expects "
                 f"{tuple(own[k].shape)}"
             )
+        if own[k].is_floating_point() and not v.is_floating_point():
+            raise MarginlabError(f"checkpoint {source}: {k} holds {v.dtype} values, model "
+                                 f"expects floating point")
     model.load_state_dict(tensors)
 
 
@@ -324,5 +355,5 @@ def metadata(path: str | os.PathLike) -> dict:
 def _json_metadata(meta: dict[str, str], key: str, path: Path):
     try:
         return json.loads(meta[key])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise MarginlabError(f"{path}: metadata field {key!r} is not valid JSON") from None

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from marginlab import data, models
+from marginlab import data, models, validate
 from marginlab.analysis import plots
 from marginlab.analysis.audit import (
     DirectionCosines,
@@ -117,6 +117,8 @@ def _training_set(config: dict, n: int | None) -> tuple[Tensor, Tensor]:
     split = data.load(entry["name"], entry.get("root"), n_train=entry.get("n_train"),
                       n_test=entry.get("n_test"), **options)
     X, y = split.train
+    if n is not None and n > y.numel():
+        raise MarginlabError(f"--n {n} exceeds the run's {y.numel()} training samples")
     keep = balanced_subset(y, n)
     return X[keep], y[keep]
 
@@ -145,10 +147,13 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
     files = RunDir(run)
     if not files.config_path.is_file():
         raise RunDirectoryError(f"{run} has no config.json; is it a marginlab run directory?")
-    if kkt_every < 1:
-        raise MarginlabError(f"--kkt-every must be ≥ 1, got {kkt_every}")
-    config = storage.read_json(files.config_path)
-    records = storage.read_jsonl(files.metrics_path)
+    kkt_every = validate.integer(kkt_every, "--kkt-every", minimum=1)
+    n = validate.optional_integer(n, "--n", minimum=1)
+    tau = validate.number(tau, "--tau", minimum=0)
+    rel_tol = validate.number(rel_tol, "--rel-tol", minimum=0)
+    memory_limit = validate.number(memory_limit, "memory limit (bytes)", positive=True)
+    config = storage.read_json_object(files.config_path)
+    records = storage.read_metrics(files.metrics_path)
     if not records:
         raise RunDirectoryError(f"{files.metrics_path} holds no epochs")
     loss = config.get("loss", "cross_entropy")

@@ -2,8 +2,9 @@
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 A long command sets ``PROGRESS = True`` and gets ``--quiet`` and ``--progress-every`` (see
-:mod:`marginlab.progress`). Errors a user can cause (:class:`marginlab.errors.MarginlabError`)
-print one line and exit 2.
+:mod:`marginlab.progress`). Errors a user can cause (:class:`marginlab.errors.MarginlabError`, and
+file-system errors such as a full or read-only disk or a bad path) print one line and exit 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -54,17 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_progress_arguments(p: argparse.ArgumentParser) -> None:
+    from marginlab.cli import _options
+
     g = p.add_argument_group("progress")
     g.add_argument("--quiet", action="store_true",
                    help="no progress bars (terminal) and no progress lines (log file)")
-    g.add_argument("--progress-every", type=float, default=None, metavar="SECONDS",
+    g.add_argument("--progress-every", type=_options.number(positive=True), default=None,
+                   metavar="SECONDS",
                    help="seconds between progress lines on stderr when it is not a terminal "
                         "(default 30; also at every snapshot and at the end)")
 
 
+def _fail(command: str, message: str) -> int:
+    """Print a user error as one line on stderr; the exit code is 2."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"marginlab {command}: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, 2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -75,8 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                                  interval=getattr(args, "progress_every", None)):
             return int(args._run(args) or 0)
     except MarginlabError as exc:
-        print(f"marginlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(exc))
+    except OSError as exc:
+        from marginlab.validate import os_error_message
+
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        return _fail(args.command, message)
     except KeyboardInterrupt:
         print(f"marginlab {args.command}: interrupted", file=sys.stderr)
         return 130

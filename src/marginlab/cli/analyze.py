@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from marginlab.cli import _options
+
 NAME = "analyze"
 HELP = "convergence analysis of a run: KKT residuals, smoothed-margin audit, rates, direction"
 DESCRIPTION = (
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="relative decrease of the smoothed margin counted by the audit")
     p.add_argument("--no-svm", action="store_true",
                    help="skip the tangent-kernel SVM at the last checkpoint")
-    p.add_argument("--memory-gb", type=float, default=2.0,
+    p.add_argument("--memory-gb", type=_options.number(positive=True), default=2.0,
                    help="memory for Gram matrices, GB (default 2)")
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from marginlab.cli import _options
+
 NAME = "attack"
 HELP = "L2 robustness (attack upper and certified lower bounds) of a run's snapshots"
 ORDER = 40
@@ -34,19 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated snapshot names (default: those of model-1..model-5 "
                         "present in RUN_DIR/snapshots)")
     p.add_argument("--split", choices=("train", "test", "both"), default="train")
-    p.add_argument("--n", type=int, default=100,
+    p.add_argument("--n", type=_options.integer(minimum=1), default=100,
                    help="points to evaluate per split, class-balanced (default 100)")
     p.add_argument("--method", choices=("fast", "cw"), default="fast",
                    help="fast: DDN and corrected FMN, bisected (default); cw: Carlini-Wagner L2 "
                         "with the paper's settings")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=_options.integer(minimum=1), default=None,
                    help="attack iterations (fast: 100; cw: 10000 per binary-search step)")
-    p.add_argument("--batch-size", type=int, default=100, help="points per attack batch")
+    p.add_argument("--batch-size", type=_options.integer(minimum=1), default=100,
+                   help="points per attack batch")
     p.add_argument("--certificates", default="global,row,local",
                    help="certified bounds to compute (subset of global,row,local)")
     p.add_argument("--bounds", default="0,1",
                    help="data domain LOWER,UPPER of every input coordinate (default 0,1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_options.integer(minimum=0), default=0)
 
 
 def _parse_bounds(text: str) -> tuple[float, float]:
@@ -59,6 +62,18 @@ def _parse_bounds(text: str) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise MarginlabError(f"--bounds must be finite with LOWER < UPPER, got {text!r}")
     return lo, hi
+
+
+def _certificates(text: str) -> tuple[str, ...]:
+    from marginlab.errors import MarginlabError
+    from marginlab.robustness.certify import CERTIFICATES
+
+    chosen = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in CERTIFICATES]
+    if unknown:
+        raise MarginlabError(f"--certificates takes a subset of {','.join(CERTIFICATES)}, got "
+                             f"{unknown[0]!r}")
+    return chosen
 
 
 def balanced_subset(y: torch.Tensor, n: int) -> np.ndarray:
@@ -102,14 +117,14 @@ def _snapshot_paths(run_dir: Path, names: str | None) -> dict[str, Path]:
 def _load_split(run_dir: Path):
     from marginlab import data
     from marginlab.errors import MarginlabError, RunDirectoryError
-    from marginlab.io.storage import read_json
+    from marginlab.io.storage import read_json_object
     from marginlab.train.rundir import RunDir
 
     config_path = RunDir(run_dir).config_path
-    if not config_path.is_file():
+    if not config_path.exists():
         raise RunDirectoryError(f"{run_dir} is not a run directory (no config.json)")
-    config = read_json(config_path)
-    spec = config.get("data") if isinstance(config, dict) else None
+    config = read_json_object(config_path)
+    spec = config.get("data")
     if not isinstance(spec, dict) or "name" not in spec:
         raise RunDirectoryError(f"{config_path} has no data entry with a name")
     # options of synthetic data sets, if the run recorded them
@@ -129,28 +144,29 @@ def _load_split(run_dir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from marginlab import models
+    from marginlab import models, validate
     from marginlab.errors import MarginlabError, RunDirectoryError
-    from marginlab.io.storage import read_json, write_json
+    from marginlab.io.storage import read_json_object, write_json
     from marginlab.robustness import evaluate
     from marginlab.robustness.report import write_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise RunDirectoryError(f"no run directory at {run_dir}")
-    if args.n <= 0:
-        raise MarginlabError(f"--n must be positive, got {args.n}")
-    certificates = tuple(c.strip() for c in args.certificates.split(",") if c.strip())
-    paths = _snapshot_paths(run_dir, args.snapshots)
-    split_data, config = _load_split(run_dir)
+    certificates = _certificates(args.certificates)
     bounds = _parse_bounds(args.bounds)
+    paths = _snapshot_paths(run_dir, args.snapshots)
+    validate.output_file(run_dir / "robustness.json", "RUN_DIR")
+    split_data, config = _load_split(run_dir)
     dtype = getattr(torch, str(config.get("dtype", "float32")), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         dtype = torch.float32
     splits = ("train", "test") if args.split == "both" else (args.split,)
     out_path = run_dir / "robustness.json"
-    doc = read_json(out_path) if out_path.is_file() else {}
-    if doc.get("format") != FORMAT:
+    doc = read_json_object(out_path) if out_path.exists() else {}
+    if doc and not str(doc.get("format", "")).startswith("marginlab-robustness/"):
+        raise RunDirectoryError(f"{out_path} is not a marginlab robustness file; move it away")
+    if doc.get("format") != FORMAT or not isinstance(doc.get("splits"), dict):
         doc = {"format": FORMAT, "splits": {}}
     command = "marginlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for split in splits:

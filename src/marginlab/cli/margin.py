@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from marginlab.cli import _options
+
 NAME = "margin"
 HELP = "print the margin statistics (MarginStats) of a saved model on a data set"
 ORDER = 10
@@ -15,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data set: mnist5k, digits, mnist, cifar10")
     p.add_argument("--root", default=None, help="directory with the data files (mnist, cifar10)")
     p.add_argument("--split", choices=("train", "test"), default="train")
-    p.add_argument("--n", type=int, default=None, help="class-balanced subset size")
+    p.add_argument("--n", type=_options.integer(minimum=1), default=None,
+                   help="class-balanced subset size")
     p.add_argument("--loss", default="cross_entropy",
                    help="cross_entropy (default), logistic or exponential")
     p.add_argument("--convention", choices=("homogeneous", "paper_with_bias"),

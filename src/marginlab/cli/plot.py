@@ -19,18 +19,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marginlab.io import plots
-    from marginlab.train.rundir import RunDir
+    from marginlab import validate
+    from marginlab.errors import RunDirectoryError
+    from marginlab.io import plots, storage
 
     runs = {}
     for path in args.runs:
-        run_dir = RunDir(path)
-        run_dir.config()  # a clear error if this is not a run directory
-        name = Path(path).resolve().name
+        run_dir = Path(path)
+        if not run_dir.is_dir():
+            raise RunDirectoryError(f"no run directory at {path}")
+        storage.read_json_object(run_dir / "config.json")  # a run directory
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise RunDirectoryError(f"{path} has no metrics.jsonl")
+        records = storage.read_metrics(run_dir / "metrics.jsonl")
+        if not records:
+            raise RunDirectoryError(f"{path}/metrics.jsonl holds no epochs: nothing to plot")
+        if not any(isinstance(r.get("log10_loss_mean"), (int, float)) for r in records):
+            raise RunDirectoryError(f"{path}/metrics.jsonl has no log10_loss_mean values: not "
+                                    "the metrics of a training run")
+        name = run_dir.resolve().name
         if name in runs:
             name = str(path)
-        runs[name] = run_dir.metrics()
+        runs[name] = records
     prefix = Path(args.out) if args.out else Path(args.runs[0]) / "plots" / "compare"
+    for suffix in ("_training.png", "_margin_vs_time.png"):
+        validate.output_file(prefix.with_name(prefix.name + suffix), "--out")
     a = plots.plot_training(runs, prefix.with_name(prefix.name + "_training.png"),
                             title=args.title)
     b = plots.plot_margin_vs_time(runs, prefix.with_name(prefix.name + "_margin_vs_time.png"),

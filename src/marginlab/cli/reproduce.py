@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from marginlab.cli import _options
+
 NAME = "reproduce"
 HELP = "run a registered experiment (a paper figure or table) at cpu or paper scale, or --all"
 ORDER = 30
@@ -22,8 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="output directory (default runs/<id>-<scale>, with --all runs/all-<scale>)")
     p.add_argument("--root", default=None, help="directory with the full data set files")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda for paper scale")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=_options.device, default="cpu",
+                   help="torch device: cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--seed", type=_options.integer(minimum=0), default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the scale (repeatable), e.g. --set n_train=500")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -59,7 +62,7 @@ def _list() -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marginlab import experiments
+    from marginlab import experiments, validate
     from marginlab.errors import MarginlabError
 
     root = None if args.root is None else Path(args.root)
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise MarginlabError("name an experiment to run, or --all (see the list above)")
     exp = experiments.get(args.experiment)
     out = Path(args.out or f"runs/{exp.id}-{args.scale}")
+    validate.output_dir(out, "--out")
     request = exp.request(args.scale, out, parse_overrides(args.set), device=args.device,
                           root=root, seed=args.seed, overwrite=args.overwrite,
                           resume=args.resume)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from marginlab.cli import _options
+
 NAME = "sweep"
 HELP = "run a grid of settings × seeds (JSON spec or experiment id), resumable, mean ± std"
 DESCRIPTION = (
@@ -29,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting shared by every trial (repeatable): an experiment "
                         "setting, or a training setting of a 'train' spec")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_options.integer(minimum=0), default=None,
                    help="trials at once (local: default the CPU count, 0 = in this process; "
                         "ray: CPUs of the local instance it starts)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -45,6 +47,7 @@ def build_spec(args: argparse.Namespace):
     """The :class:`~marginlab.sweep.SweepSpec` of the command line."""
     from pathlib import Path
 
+    from marginlab import validate
     from marginlab.cli.reproduce import parse_overrides
     from marginlab.errors import MarginlabError
     from marginlab.experiments import sweep_spec
@@ -53,11 +56,7 @@ def build_spec(args: argparse.Namespace):
 
     seeds = None
     if args.seeds is not None:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise MarginlabError(f"--seeds takes comma-separated integers, got {args.seeds!r}"
-                                 ) from None
+        seeds = validate.int_list(args.seeds, "--seeds", minimum=0)
     overrides = parse_overrides(args.set)
     path = Path(args.spec)
     if path.suffix == ".json" or path.exists():
@@ -81,7 +80,9 @@ def build_spec(args: argparse.Namespace):
         name = args.spec
     if spec.kind == "experiment":
         name = f"{name}-{spec.scale}"
-    return spec, Path(args.out or f"runs/sweep-{name}")
+    out = Path(args.out or f"runs/sweep-{name}")
+    validate.output_dir(out, "--out")
+    return spec, out
 
 
 def run(args: argparse.Namespace) -> int:

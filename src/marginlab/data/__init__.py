@@ -149,7 +149,13 @@ def load(name: str, root: str | Path | None = None, *, n_train: int | None = Non
     Returns:
         A DataSplit that passed :func:`validate_split`.
     """
+    from marginlab import validate
+
     allowed = options(name)
+    n_train = validate.optional_integer(n_train, "n_train", minimum=1)
+    n_test = validate.optional_integer(n_test, "n_test", minimum=1)
+    if root is not None and not isinstance(root, (str, Path)):
+        raise MarginlabError(f"root must be a directory path, got {root!r}")
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         accepts = f"; it accepts {', '.join(allowed)}" if allowed else ""

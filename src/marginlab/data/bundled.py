@@ -44,8 +44,8 @@ def mnist5k(n_train: int | None = None, n_test: int | None = None) -> DataSplit:
         train_idx.append(idx[:400])
         test_idx.append(idx[400:])
     tr, te = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
-    tr = tr[balanced_first(y[tr], n_train, 10)]
-    te = te[balanced_first(y[te], n_test, 10)]
+    tr = tr[balanced_first(y[tr], n_train, 10, what="n_train", of="mnist5k's training set")]
+    te = te[balanced_first(y[te], n_test, 10, what="n_test", of="mnist5k's test set")]
     return DataSplit(torch.from_numpy(X[tr]), torch.from_numpy(y[tr]),
                      torch.from_numpy(X[te]), torch.from_numpy(y[te]), "mnist5k", 10)
 
@@ -59,7 +59,7 @@ def digits(n_train: int | None = None, n_test: int | None = None) -> DataSplit:
     X = (d.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     y = d.target.astype(np.int64)
     tr, te = np.arange(1500), np.arange(1500, len(y))
-    tr = tr[balanced_first(y[tr], n_train, 10)]
-    te = te[balanced_first(y[te], n_test, 10)]
+    tr = tr[balanced_first(y[tr], n_train, 10, what="n_train", of="digits' training set")]
+    te = te[balanced_first(y[te], n_test, 10, what="n_test", of="digits' test set")]
     return DataSplit(torch.from_numpy(X[tr]), torch.from_numpy(y[tr]),
                      torch.from_numpy(X[te]), torch.from_numpy(y[te]), "digits", 10)

@@ -20,6 +20,7 @@ numeric numpy arrays.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import zlib
 from pathlib import Path
@@ -44,6 +45,11 @@ IDX_IMAGES, IDX_LABELS = 2051, 2049
 CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 CIFAR100_FILES = ("train", "test")
 CIFAR100_LABELS = {"fine": 100, "coarse": 20}  # label kind → number of classes
+# Hostile files are refused before they cost memory: the largest file read (CIFAR-100's train
+# pickle is 158 MB, MNIST's training images 47 MB) and the nesting of a data batch (a dict of
+# lists or arrays: depth 2).
+MAX_FILE_BYTES = 1 << 30
+MAX_PICKLE_DEPTH = 8
 
 
 def _root_dir(root: str | Path | None, name: str) -> Path:
@@ -66,19 +72,35 @@ def _find_mnist_file(dirs: list[Path], base: str) -> Path | None:
     return None
 
 
+def _too_large(path: Path) -> MarginlabError:
+    return MarginlabError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes, not a data file "
+                          "marginlab reads")
+
+
 def _read_bytes(path: Path) -> bytes:
+    """The bytes of ``path`` (gunzipped if it ends in .gz), at most ``MAX_FILE_BYTES``."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+                raw = f.read(MAX_FILE_BYTES + 1)
+        elif path.stat().st_size > MAX_FILE_BYTES:
+            raise _too_large(path)
+        else:
+            raw = path.read_bytes()
     except (EOFError, OSError, zlib.error) as e:
         raise MarginlabError(f"{path}: corrupt or truncated file ({e})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _too_large(path)
+    return raw
 
 
 def read_idx(path: str | Path, magic: int) -> np.ndarray:
     """Read an unsigned-byte IDX file (images: magic 2051, labels: magic 2049) as a uint8 array
-    of the shape its header declares."""
+    of the shape its header declares.
+
+    The header's size is computed with Python integers (no overflow) and compared with the
+    file's before any array is made.
+    """
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4:
@@ -92,11 +114,13 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise MarginlabError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
-    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(shape)
     if len(raw) - header != expected:
         raise MarginlabError(f"{path}: {len(raw) - header} data bytes, but the header declares "
                              f"shape {shape} = {expected} bytes")
+    if ndim > 1 and 0 in shape[1:]:
+        raise MarginlabError(f"{path}: the header declares empty images {shape[1:]}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -112,7 +136,8 @@ def _finish(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, name: 
     for part, labels in (("training", y), ("test", yt)):
         if len(labels) == 0:
             raise MarginlabError(f"{name}: the {part} set is empty")
-    tr, te = balanced_first(y, n_train, num_classes), balanced_first(yt, n_test, num_classes)
+    tr = balanced_first(y, n_train, num_classes, what="n_train", of=f"{name}'s training set")
+    te = balanced_first(yt, n_test, num_classes, what="n_test", of=f"{name}'s test set")
     return DataSplit(torch.from_numpy(X[tr].astype(np.float32) / 255.0),
                      torch.from_numpy(y[tr].astype(np.int64)),
                      torch.from_numpy(Xt[te].astype(np.float32) / 255.0),
@@ -217,16 +242,24 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def _check_plain(obj: Any, where: Path) -> None:
-    """Reject numpy arrays that hold Python objects, however they were smuggled in."""
-    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
-        raise MarginlabError(f"{where}: holds an array of Python objects")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_plain(k, where)
-            _check_plain(v, where)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _check_plain(v, where)
+    """Reject numpy arrays that hold Python objects, however they were smuggled in, and
+    containers nested deeper than ``MAX_PICKLE_DEPTH``. Iterative, and each container is
+    visited once, so shared or self-referencing structures cost no more than their size."""
+    stack, seen = [(obj, 0)], set()
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, np.ndarray):
+            if item.dtype.hasobject:
+                raise MarginlabError(f"{where}: holds an array of Python objects")
+            continue
+        if not isinstance(item, (dict, list, tuple)) or id(item) in seen:
+            continue
+        if depth >= MAX_PICKLE_DEPTH:
+            raise MarginlabError(f"{where}: nested deeper than {MAX_PICKLE_DEPTH} levels; a data "
+                                 "batch is a dict of lists and arrays")
+        seen.add(id(item))
+        children = (*item.keys(), *item.values()) if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _get(batch: dict, key: str, path: Path) -> Any:
@@ -240,10 +273,15 @@ def _unpickle(path: Path) -> dict:
     """A CIFAR python file → its dict, loaded with :class:`SafeUnpickler` (Python 2 strings come
     back as bytes); anything else, or a file that does not unpickle, is a MarginlabError."""
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise _too_large(path)
         with open(path, "rb") as f:
             batch = SafeUnpickler(f, encoding="bytes").load()
+    except RecursionError:
+        raise MarginlabError(f"{path}: nested too deeply to be a data batch") from None
     except MarginlabError as e:
-        raise MarginlabError(f"{path}: {e}") from None
+        raise MarginlabError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+                             ) from None
     except OSError as e:
         raise MarginlabError(f"{path}: cannot read ({e.strerror or e})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
@@ -266,11 +304,23 @@ def _images(data: Any, path: Path) -> np.ndarray:
 
 
 def _labels(labels: Any, key: str, n: int, num_classes: int, path: Path) -> np.ndarray:
-    """A label list → (n,) int64 in 0..num_classes−1."""
+    """A label list → (n,) int64 in 0..num_classes−1; anything but integers (0.5, True, "3")
+    is refused, never truncated."""
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise MarginlabError(f"{path}: {key!r} must be a list of integers, got "
+                             f"{type(labels).__name__}")
+    bad = next((v for v in labels if isinstance(v, (bool, np.bool_))
+                or not isinstance(v, (int, np.integer))), None) \
+        if not isinstance(labels, np.ndarray) else None
+    if bad is not None:
+        raise MarginlabError(f"{path}: {key!r} must be integers, found {bad!r}")
+    if isinstance(labels, np.ndarray) and labels.dtype.kind not in "iu":
+        raise MarginlabError(f"{path}: {key!r} must be integers, got an array of {labels.dtype}")
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
-        raise MarginlabError(f"{path}: {key!r} must be a list of integers") from None
+        raise MarginlabError(f"{path}: {key!r} must be integers in 0..{num_classes - 1}"
+                             ) from None
     if y.ndim != 1 or len(y) != n:
         raise MarginlabError(f"{path}: {n} images but {y.size} {key}")
     _check_labels(y, num_classes, str(path))

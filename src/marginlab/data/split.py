@@ -55,17 +55,28 @@ class DataSplit:
         return self.num_classes if self.task == "multiclass" else 1
 
 
-def balanced_first(y: np.ndarray, n: int | None, num_classes: int) -> np.ndarray:
+def balanced_first(y: np.ndarray, n: int | None, num_classes: int, *,
+                   what: str = "subset size", of: str = "the data set") -> np.ndarray:
     """Indices of the first ⌈n/C⌉ samples of each class (in file order), at most n in total.
 
-    ``n=None`` or ``n ≥ len(y)`` keeps everything.
+    ``n=None`` keeps everything. An n larger than the data set, or than the classes can fill
+    with ⌈n/C⌉ samples each, is an error naming what is available (never clamped silently).
     """
-    if n is None or n >= len(y):
+    if n is None:
         return np.arange(len(y))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise MarginlabError(f"{what} must be an integer, got {n!r}")
     if n <= 0:
-        raise MarginlabError(f"subset size must be positive, got {n}")
+        raise MarginlabError(f"{what} must be positive, got {n}")
+    if n > len(y):
+        raise MarginlabError(f"{what}={n} exceeds the {len(y)} samples of {of}")
+    if n == len(y):
+        return np.arange(len(y))
     per = -(-n // num_classes)
     idx = np.concatenate([np.flatnonzero(y == c)[:per] for c in range(num_classes)])
+    if len(idx) < n:
+        raise MarginlabError(f"{what}={n} asks for {per} samples of each class of {of}, but "
+                             f"some have fewer: {len(idx)} class-balanced samples at most")
     return np.sort(idx)[:n] if len(idx) > n else np.sort(idx)
 
 

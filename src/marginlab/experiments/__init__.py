@@ -9,6 +9,7 @@ at a size that finishes in minutes on 2 CPU cores).
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class Experiment:
                            grid=self.grid)
 
 
+COUNTS_FROM_ZERO = frozenset({"workers"})  # integer settings for which 0 means something
+
+
 def _coerce(key: str, default: Any, value: Any) -> Any:
     """Give an override the type of the setting's default (None and lists pass as they are)."""
     if value is None or default is None:
@@ -130,9 +134,17 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-    elif isinstance(default, (int, float)) and isinstance(value, (int, float)):
+    elif isinstance(default, (int, float)) and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise MarginlabError(f"setting {key!r} takes a finite number, got {value!r}")
         if isinstance(default, int) and not float(value).is_integer():
             raise MarginlabError(f"setting {key!r} takes an integer, got {value!r}")
+        # every numeric default is positive: a count stays >= 1 (workers: 0 is "in this
+        # process"), a rate or size >= 0
+        least = 1 if isinstance(default, int) and key not in COUNTS_FROM_ZERO else 0
+        if default > 0 and value < least:
+            raise MarginlabError(f"setting {key!r} must be at least {least}, got {value!r}")
         return type(default)(value)
     elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return list(value)

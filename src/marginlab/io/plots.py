@@ -94,6 +94,18 @@ def _series(records: Sequence[dict], key: str, *, positive: bool = False
     return xs, ys
 
 
+def _number(value: object) -> float:
+    """A metrics value as a float for plotting; missing or non-numeric values become NaN (a gap),
+    and the strings "inf"/"-inf"/"nan" that JSON needs for non-finite floats are read back."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return math.nan
+
+
 def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
                   *, title: str = "") -> Path:
     """Six panels per run set: log10 loss, smoothed and plain normalized margin (multi and
@@ -148,10 +160,12 @@ def plot_margin_vs_time(runs: Mapping[str, Sequence[dict]], path: str | os.PathL
     plt = _mpl()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (name, records) in enumerate(runs.items()):
-        t = [r["wall_time"] for r in records]
+        t = [_number(r.get("wall_time")) for r in records]
         style = _style(i, len(t))
-        axes[0].plot(t, [r["normalized_margin_multi"] for r in records], label=name, **style)
-        axes[1].plot(t, [r["log10_loss_mean"] for r in records], label=name, **style)
+        axes[0].plot(t, [_number(r.get("normalized_margin_multi")) for r in records],
+                     label=name, **style)
+        axes[1].plot(t, [_number(r.get("log10_loss_mean")) for r in records], label=name,
+                     **style)
     axes[0].set_title("normalized margin (per-layer norms) vs wall time", fontsize=10)
     axes[1].set_title("log10 mean training loss vs wall time", fontsize=10)
     for ax in axes:
