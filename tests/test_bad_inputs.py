@@ -192,12 +192,14 @@ def enospc_on_write(mp: pytest.MonkeyPatch, ws: Path) -> None:
 
 T = [*BASE_TRAIN, "--epochs", "2"]
 OUT = ["--out", "{ws}/new"]
-cli("train options", "device cuda without CUDA", [*T, "--device", "cuda", *OUT], "no CUDA device")
-cli("train options", "device cuda:3", [*T, "--device", "cuda:3", *OUT], "no CUDA device")
+cli("train options", "device cuda without CUDA", [*T, "--device", "cuda", *OUT],
+    "CUDA is not available")
+cli("train options", "device cuda:3", [*T, "--device", "cuda:3", *OUT], "CUDA is not available")
 cli("train options", "device banana", [*T, "--device", "banana", *OUT],
-    "--device must be cpu, cuda, cuda:N or mps, got 'banana'")
-cli("train options", "device empty", [*T, "--device", "", *OUT], "--device must be")
-cli("train options", "device meta", [*T, "--device", "meta", *OUT], "got 'meta'")
+    "--device: unknown torch device 'banana'; expected cpu, cuda, cuda:N or mps")
+cli("train options", "device empty", [*T, "--device", "", *OUT], "unknown torch device ''")
+cli("train options", "device meta", [*T, "--device", "meta", *OUT],
+    "unknown torch device 'meta'")
 cli("train options", "threads -1", [*T, "--threads", "-1", *OUT], "--threads: must be at least 1")
 cli("train options", "threads 0", [*T, "--threads", "0", *OUT], "--threads: must be at least 1")
 cli("train options", "threads x", [*T, "--threads", "x", *OUT], "must be an integer, got 'x'")
@@ -329,7 +331,8 @@ cli("resume config", "spec widths 'abc'", R, "--widths (mlp) must be a list of p
 cli("resume config", "spec widths '32,32'", R, "got '32,32'", prepare=edit_spec(widths="32,32"))
 cli("resume config", "spec n_train '5'", R, "--n-train must be an integer, got '5'",
     prepare=edit_spec(n_train="5"))
-cli("resume config", "spec device banana", R, "got 'banana'", prepare=edit_spec(device="banana"))
+cli("resume config", "spec device banana", R, "unknown torch device 'banana'",
+    prepare=edit_spec(device="banana"))
 cli("resume config", "spec epochs 0", R, "--epochs must be at least 1",
     prepare=edit_spec(epochs=0))
 cli("resume config", "spec is a list", R, "'spec' must be an object",
@@ -499,7 +502,8 @@ cli("sweep, reproduce", "reproduce unknown setting",
 cli("sweep, reproduce", "reproduce set without =",
     ["reproduce", "wei-fig2", "--set", "trials", "--out", "{ws}/r"], "--set takes KEY=VALUE")
 cli("sweep, reproduce", "reproduce device banana",
-    ["reproduce", "wei-fig2", "--device", "banana", "--out", "{ws}/r"], "got 'banana'")
+    ["reproduce", "wei-fig2", "--device", "banana", "--out", "{ws}/r"],
+    "--device: unknown torch device 'banana'")
 cli("sweep, reproduce", "reproduce seed -1",
     ["reproduce", "wei-fig2", "--seed=-1", "--out", "{ws}/r"], "--seed: must be at least 0")
 cli("sweep, reproduce", "reproduce unknown experiment", ["reproduce", "lyu-li-imagenet"],
@@ -662,9 +666,10 @@ api("run directories API", "analyze without config",
 
 # --- API: validators -----------------------------------------------------------------------------
 
-api("validators", "device cuda", lambda ws: validate.device("cuda"), "no CUDA device")
-api("validators", "device cpu:x", lambda ws: validate.device("cpu:x"), "got 'cpu:x'")
-api("validators", "device an int", lambda ws: validate.device(0), "got 0")
+api("validators", "device cuda", lambda ws: validate.device("cuda"), "CUDA is not available")
+api("validators", "device cpu:x", lambda ws: validate.device("cpu:x"),
+    "unknown torch device 'cpu:x'")
+api("validators", "device an int", lambda ws: validate.device(0), "unknown torch device 0")
 api("validators", "threads 0", lambda ws: validate.threads(0), "at least 1")
 api("validators", "threads 1e6", lambda ws: validate.threads(10**6), "at most 4096")
 api("validators", "output_dir under a file",
@@ -768,7 +773,7 @@ def test_the_table_is_large_and_covers_every_category():
 # ---------------------------------------------------------------------------------------------
 
 SUBPROCESS = [
-    ([*T, "--device", "cuda", "--out", "{ws}/new"], "no CUDA device"),
+    ([*T, "--device", "cuda", "--out", "{ws}/new"], "CUDA is not available"),
     (["plot", "{ws}/run", "--out", "{ws}/p"], "holds no epochs: nothing to plot"),
 ]
 

@@ -144,19 +144,21 @@ def device(value: Any, name: str = "--device") -> str:
     if isinstance(value, torch.device):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise MarginlabError(f"{name} must be cpu, cuda, cuda:N or mps, got {_show(value)}")
+        raise MarginlabError(f"{name}: unknown torch device {_show(value)}; expected cpu, cuda, "
+                             "cuda:N or mps")
     try:
         dev = torch.device(value.strip())
     except (RuntimeError, ValueError):
-        raise MarginlabError(f"{name} must be cpu, cuda, cuda:N or mps, got {value!r}") from None
+        raise MarginlabError(f"{name}: unknown torch device {value!r}; expected cpu, cuda, "
+                             "cuda:N or mps") from None
     if dev.type == "cpu":
         return str(dev)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise MarginlabError(f"{name} {value}: this machine has no CUDA device (torch "
-                                 f"{torch.__version__}); use --device cpu")
+            raise MarginlabError(f"{name} {value}: CUDA is not available on this machine (torch "
+                                 f"{torch.__version__}); use cpu")
         count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
+        if dev.index is not None and count and dev.index >= count:
             raise MarginlabError(f"{name} {value}: only {count} CUDA device(s), "
                                  f"cuda:0..cuda:{count - 1}")
         return str(dev)
@@ -165,7 +167,8 @@ def device(value: Any, name: str = "--device") -> str:
         if mps is None or not mps.is_available():
             raise MarginlabError(f"{name} {value}: MPS is not available on this machine")
         return str(dev)
-    raise MarginlabError(f"{name} must be cpu, cuda, cuda:N or mps, got {value!r}")
+    raise MarginlabError(f"{name}: unknown torch device {value!r}; expected cpu, cuda, "
+                         "cuda:N or mps")
 
 
 def _existing_ancestor(path: Path) -> Path:

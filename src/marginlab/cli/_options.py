@@ -19,7 +19,8 @@ def _converter(check: Callable[[str], Any], label: str) -> Callable[[str], Any]:
             return check(text)
         except MarginlabError as exc:
             # argparse prefixes "argument --name: "; drop the check's own name of the option
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
+            message = str(exc).removeprefix("value")
+            raise argparse.ArgumentTypeError(message.removeprefix(":").strip()) from None
 
     convert.__name__ = label
     return convert
