@@ -455,6 +455,10 @@ cli("models", "margin snapshot widths '32,32'", ["margin", "{ws}/bad.safetensors
 
 K = ["attack", "{ws}/run", "--snapshots", "model-5"]
 cli("attack", "n 0", [*K, "--n", "0"], "--n: must be at least 1")
+cli("attack", "n beyond the run's data", [*K, "--n", "51"],
+    "--n 51 exceeds the 50 points of the run's train set")
+cli("attack", "n beyond the test set of both", [*K, "--split", "both", "--n", "21"],
+    "--n 21 exceeds the 20 points of the run's test set")
 cli("attack", "steps 0", [*K, "--steps", "0"], "--steps: must be at least 1")
 cli("attack", "batch-size 0", [*K, "--batch-size", "0"], "--batch-size: must be at least 1")
 cli("attack", "unknown certificate", [*K, "--certificates", "global,exact"],

@@ -28,6 +28,7 @@ ORDER = 40
 PROGRESS = True
 DEFAULT_SNAPSHOTS = ("model-1", "model-2", "model-3", "model-4", "model-5")
 FORMAT = "marginlab-robustness/1"
+DEFAULT_N = 100
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated snapshot names (default: those of model-1..model-5 "
                         "present in RUN_DIR/snapshots)")
     p.add_argument("--split", choices=("train", "test", "both"), default="train")
-    p.add_argument("--n", type=_options.integer(minimum=1), default=100,
-                   help="points to evaluate per split, class-balanced (default 100)")
+    p.add_argument("--n", type=_options.integer(minimum=1), default=None,
+                   help="points to evaluate per split, class-balanced (default 100, or the "
+                        "whole split when it is smaller)")
     p.add_argument("--method", choices=("fast", "cw"), default="fast",
                    help="fast: DDN and corrected FMN, bisected (default); cw: Carlini-Wagner L2 "
                         "with the paper's settings")
@@ -168,12 +170,15 @@ def run(args: argparse.Namespace) -> int:
         raise RunDirectoryError(f"{out_path} is not a marginlab robustness file; move it away")
     if doc.get("format") != FORMAT or not isinstance(doc.get("splits"), dict):
         doc = {"format": FORMAT, "splits": {}}
+    for split in splits:  # every split checked before the first is attacked and written
+        available = (split_data.train if split == "train" else split_data.test)[0].shape[0]
+        if args.n is not None and args.n > available:
+            raise MarginlabError(f"--n {args.n} exceeds the {available} points of the run's "
+                                 f"{split} set")
     command = "marginlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for split in splits:
         X, y = split_data.train if split == "train" else split_data.test
-        if X.shape[0] == 0:
-            raise MarginlabError(f"the run's {split} set is empty")
-        idx = balanced_subset(y, args.n)
+        idx = balanced_subset(y, DEFAULT_N if args.n is None else args.n)
         Xs, ys = X[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
         entry = {"method": args.method, "steps": None, "n": len(idx),
                  "indices": idx.tolist(), "bounds": list(bounds), "certificates": certificates,
