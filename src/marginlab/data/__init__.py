@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marginlab import validate
 from marginlab.data import bundled, files
 from marginlab.data.files import SafeUnpickler, read_cifar_batch, read_idx
 from marginlab.data.split import DataSplit, Task, balanced_first, validate_split
@@ -149,8 +150,6 @@ def load(name: str, root: str | Path | None = None, *, n_train: int | None = Non
     Returns:
         A DataSplit that passed :func:`validate_split`.
     """
-    from marginlab import validate
-
     allowed = options(name)
     n_train = validate.optional_integer(n_train, "n_train", minimum=1)
     n_test = validate.optional_integer(n_test, "n_test", minimum=1)
