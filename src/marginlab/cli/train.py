@@ -270,15 +270,16 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and RunDir(out).config_path.exists():
         saved = _saved_spec(RunDir(out).config_path)
         if saved:  # the run's own settings; a budget given on this command line replaces its
-            _refuse_conflicts(args, spec, saved)
             given = {"epochs": args.epochs, "max_time": args.max_time,
                      "stop_at_log10_loss": args.stop_at}
             budget = {k: v for k, v in given.items() if v is not None}
             try:
-                spec = TrainSpec.from_dict({**saved, **budget})
+                resumed = TrainSpec.from_dict({**saved, **budget})
             except TypeError as exc:
                 raise MarginlabError(f"{RunDir(out).config_path}: bad spec ({exc})") from None
-            spec = check_spec(spec)
+            resumed = check_spec(resumed)  # the saved file is input too
+            _refuse_conflicts(args, spec, saved)
+            spec = resumed
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_training(spec, out, resume=args.resume, overwrite=args.overwrite)
