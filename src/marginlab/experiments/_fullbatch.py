@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from marginlab import data
 from marginlab.core.losses import log_loss_from_logits, log_loss_from_margins, log_sum
 from marginlab.errors import MarginlabError
 
@@ -23,7 +24,6 @@ __all__ = ["PowerReLU", "cluster_data", "digits_data", "gd_step", "log_add", "po
 
 class PowerReLU(nn.Module):
     """σ(z) = max(z, 0)^p: positively homogeneous of degree p, C^{p−1} (C² needs p ≥ 3)."""
-
     def __init__(self, power: int):
         super().__init__()
         if power < 1:
@@ -76,8 +76,6 @@ def cluster_data(n_per_class: int, classes: int, dim: int, seed: int, *, sep: fl
 
 def digits_data(n_per_class: int, classes: int) -> tuple[Tensor, Tensor]:
     """The first ``n_per_class`` training images of digits 0..classes−1 (8×8 → 64), float64."""
-    from marginlab import data
-
     split = data.load("digits")
     X, y = split.train
     idx = torch.cat([torch.nonzero(y == k).reshape(-1)[:n_per_class] for k in range(classes)])

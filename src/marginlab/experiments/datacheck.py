@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from marginlab import data
 from marginlab.errors import MarginlabError
 
 __all__ = ["FILE_DATA", "check_data", "file_data", "needs_root", "not_paper_data"]
@@ -44,8 +45,6 @@ def needs_root(settings: Mapping) -> bool:
 
 def check_data(experiment: str, scale: str, settings: Mapping, root: Path | None) -> None:
     """Raise a one-line MarginlabError unless every data file the settings need is readable."""
-    from marginlab import data
-
     for name in file_data(settings):
         if root is None:
             raise MarginlabError(f"{experiment} at scale {scale} reads {name} from files: pass "
@@ -59,7 +58,6 @@ def check_data(experiment: str, scale: str, settings: Mapping, root: Path | None
 def not_paper_data(settings: Mapping, root: Path | None) -> str | None:
     """Why the data files are not the paper's whole data set (None when they are, or when the
     settings read no files): fewer images than the real set means test or partial files."""
-    from marginlab import data
 
     for name in file_data(settings):
         split = data.load(name, root)

@@ -16,7 +16,11 @@ import math
 from pathlib import Path
 
 from marginlab import claims as claims_mod
+from marginlab import data
 from marginlab import run_report as report
+from marginlab.analysis import audit_monotonicity
+from marginlab.analysis.run import balanced_subset
+from marginlab.device import configure
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments import lyu_li_measure as measure
 from marginlab.experiments.datacheck import check_data, not_paper_data
@@ -101,8 +105,6 @@ def specs(request: RunRequest) -> dict[str, dict]:
 
 
 def _run_entry(name: str, spec: dict, records: list[dict], run_dir: Path) -> dict:
-    from marginlab.analysis import audit_monotonicity
-
     snaps = {row[0]: {"epoch": row[1], "log10_loss_mean": row[2],
                       "normalized_margin_multi": row[3], "normalized_margin": row[4],
                       "smoothed_margin_multi": _at_epoch(records, row[1], "smoothed_margin_multi"),
@@ -157,9 +159,6 @@ def measure_task(task: dict) -> str:
     thread (several threads per process only contend on 2 shared cores)."""
     import torch
 
-    from marginlab import data
-    from marginlab.analysis.run import balanced_subset
-    from marginlab.device import configure
 
     torch.set_num_threads(1)
     s = task["settings"]

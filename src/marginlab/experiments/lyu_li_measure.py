@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from marginlab import models
+from marginlab.analysis import kkt_residual, trajectory_checkpoints
+from marginlab.analysis.run import balanced_subset
 from marginlab.claims import paired_effect
+from marginlab.errors import NotSeparatedError
+from marginlab.robustness import evaluate
 
 __all__ = [
     "epochs_to_reach",
@@ -68,9 +73,6 @@ def kkt_along_run(run_dir: Path, X: Tensor, y: Tensor, tau: float) -> list[dict]
     Returns one dict per checkpoint: ``epoch``, ``status`` (``ok``, ``not separated``) and, when
     ``ok``, ``eps_relative`` = ε/‖θ‖, ``delta``, ``n_near_active`` and ``n_active``.
     """
-    from marginlab import models
-    from marginlab.analysis import kkt_residual, trajectory_checkpoints
-    from marginlab.errors import NotSeparatedError
 
     out = []
     for epoch, path in trajectory_checkpoints(run_dir).items():
@@ -114,8 +116,6 @@ def kkt_trend(series: Mapping[str, list[dict]]) -> dict:
 
 
 def _points(split, which: str, n: int) -> tuple[Tensor, Tensor, list[int]]:
-    from marginlab.analysis.run import balanced_subset
-
     X, y = split.train if which == "train" else split.test
     idx = balanced_subset(y, n)
     return X[idx], y[idx], idx.tolist()
@@ -130,8 +130,6 @@ def robustness_of_snapshots(run_dir: Path, split, *, splits: Sequence[str], n: i
     Returns ``{split: {"indices": [...], "snapshots": {name: {"meta", "upper", "lower",
     "correct", "summary"}}}}``; upper = lower = 0 on misclassified points.
     """
-    from marginlab import models
-    from marginlab.robustness import evaluate
 
     snaps = sorted((run_dir / "snapshots").glob("model-*.safetensors"),
                    key=lambda p: int(p.stem.split("-")[1]))

@@ -4,7 +4,6 @@
 :mod:`marginlab.analysis.flow_rates`) on small separable data with the exponential loss, by
 gradient flow (adaptive Runge–Kutta, T = t over many decades) and by constant-step GD (T = η·t,
 as far as the budget allows), and fits the theorem's forms:
-
     log L = a + b log T + c log log T              theory b = −1, c = −(2 − 2/L)
     ρ^k = A + B log T   (best k by R²)             theory k = L
 

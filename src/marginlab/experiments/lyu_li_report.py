@@ -12,6 +12,7 @@ from marginlab import run_report
 from marginlab.claims import Claim, paired_effect, render_table_html, render_table_md
 from marginlab.experiments import RunRequest
 from marginlab.io import plots
+from marginlab.io.plots import _mpl, save_figure
 from marginlab.io.report import Report
 
 __all__ = ["PAPER_TABLE1", "write_report"]
@@ -70,8 +71,6 @@ def _training_plots(out: Path, runs: dict[str, list[dict]], seed: int, title: st
 
 
 def _kkt_plot(out: Path, series: dict[str, list[dict]], tau: float) -> str | None:
-    from marginlab.io.plots import _mpl, save_figure
-
     pts = {k: [p for p in v if p["status"] == "ok" and p["epoch"] > 0] for k, v in series.items()}
     pts = {k: v for k, v in pts.items() if v}
     if not pts:

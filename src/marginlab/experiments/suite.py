@@ -29,6 +29,7 @@ from marginlab.claims import (
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, all_experiments
 from marginlab.io import storage
+from marginlab.io.report import Report
 
 __all__ = ["ExperimentOutcome", "SuiteResult", "run_all", "write_index"]
 
@@ -163,8 +164,6 @@ def _paper_order(c: Claim) -> tuple[int, str]:
 def write_index(out: Path, scale: str, outcomes: Sequence[ExperimentOutcome],
                 seconds: float) -> Path:
     """Write ``index.html``, ``index.md`` and ``suite.json`` into ``out``; returns the HTML."""
-    from marginlab.io.report import Report
-
     links = {o.id: f"{o.id}/report.html" for o in outcomes
              if (out / o.id / "report.html").is_file()}
     md_links = {o.id: f"{o.id}/report.md" for o in outcomes

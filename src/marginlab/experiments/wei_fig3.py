@@ -50,6 +50,7 @@ from marginlab.experiments.wei_generalization import (
     two_layer_net,
 )
 from marginlab.io.report import Report, fmt
+from marginlab.train import ConstantLR, WeightDecay, fit
 
 # ----------------------------------------------------------------------------- wei-fig3
 
@@ -79,8 +80,6 @@ def _fig3_mnist(s: Mapping, width: int, seed: int) -> dict:
     device = s.get("device", "cpu")
     d = split.X_train.shape[1]
     if s["mnist_optimizer"] == "sgd":
-        from marginlab.train import ConstantLR, WeightDecay, fit
-
         net = models.two_layer(d, width, split.num_classes, bias="none", seed=seed)
         res = fit(net, split.train, split.test, schedule=ConstantLR(s["mnist_lr"]),
                   epochs=s["mnist_epochs"], batch_size=s["mnist_batch_size"],

@@ -37,6 +37,8 @@ from marginlab.experiments.runs import prepare_output
 from marginlab.io import storage
 from marginlab.io.plots import save_figure
 from marginlab.io.report import Report
+from marginlab.progress import Progress
+from marginlab.sweep import format_mean_std
 
 __all__ = ["cluster_data", "run"]
 
@@ -166,15 +168,8 @@ def _plot_atoms(
     )
 
 
-def _mean_std(values: list[float]) -> str:
-    v = np.asarray(values, dtype=np.float64)
-    return f"{v.mean():.3g} ± {v.std():.2g}" if len(v) > 1 else f"{v.mean():.3g}"
-
-
 def run(request: RunRequest) -> Path:
     """Plain vs perturbed Wasserstein gradient flow from a narrow cone, against a certified L*."""
-    from marginlab.progress import Progress
-
     s = request.settings
     out = prepare_output(request, EXPERIMENT_ID)
     start = time.perf_counter()
@@ -383,7 +378,8 @@ def _report(
             hits = [t["time_to_eps"][f"{e:g}"] for t in ts]
             got = [h for h in hits if h is not None]
             row.append(
-                f"{_mean_std(got)} ({len(got)}/{len(ts)})" if got else f"not reached (0/{len(ts)})"
+                f"{format_mean_std(got)} ({len(got)}/{len(ts)})" if got
+                else f"not reached (0/{len(ts)})"
             )
         injected = sum(t["injected_effective_mass"] for t in ts)
         pruned = sum(t["pruned_effective_mass"] for t in ts)
