@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.special import log_expit
 
-from marginlab import kernels, models, regularized_1d
+from marginlab import models
 from marginlab.claims import (
     Claim,
     by_certificate,
@@ -51,6 +51,8 @@ from marginlab.experiments.wei_common import mean_std, pyplot, versions
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
 from marginlab.progress import Progress
+from marginlab.twolayer import features, onedim
+from marginlab.twolayer import margins as svm_margins
 
 __all__ = ["ARMS", "init_1d", "objective_1d", "run_f3", "train_adam_1d"]
 
@@ -163,14 +165,14 @@ def run_f3(request: RunRequest) -> Path:
         X32, y32 = one_dimensional(s["n"], seed=seed)
         x, y = X32[:, 0].double().numpy(), y32.double().numpy()
         X, yt = torch.from_numpy(x)[:, None], torch.from_numpy(y)
-        svm = kernels.l1_margin_1d(x, y)
-        grid = kernels.l1_margin(kernels.lift_1d(x), y, kernels.angles_to_directions(
-            kernels.grid_angles(s["grid"])))
+        svm = svm_margins.l1_margin_1d(x, y)
+        grid = svm_margins.l1_margin(features.lift_1d(x), y, features.angles_to_directions(
+            features.grid_angles(s["grid"])))
         target = svm.upper_bound / 2  # certified upper bound on every normalized margin
         optimum, warm = None, {}
         for lam in lambdas:
             t0 = time.perf_counter()
-            optimum = regularized_1d.convex_optimum_1d(x, y, lam, init=optimum)
+            optimum = onedim.convex_optimum_1d(x, y, lam, init=optimum)
             record = {
                 "trial": trial, "seed": seed, "n": s["n"], "width": width, "lam": lam,
                 "gamma_l1": svm.margin, "gamma_l1_upper": svm.upper_bound,
@@ -184,7 +186,7 @@ def run_f3(request: RunRequest) -> Path:
                 t0 = time.perf_counter()
                 if arm == "reseeded":
                     net = _net(init_1d(width, seed, s["init_scale"]))
-                    regularized_1d.train_1d(net, X, yt, lam=lam, reseed=True)
+                    onedim.train_1d(net, X, yt, lam=lam, reseed=True)
                     P = _params(net)
                 else:
                     wide = s["wide_factor"] if arm.startswith("path_wide") else 1

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marginlab import data, kernels
+from marginlab import data
 from marginlab.claims import read_claims, render_table_html, render_table_md, write_claims
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
@@ -50,6 +50,8 @@ from marginlab.experiments.wei_generalization import (
     trial_points,
 )
 from marginlab.io.report import Report, fmt
+from marginlab.twolayer import bounds, features
+from marginlab.twolayer import margins as svm_margins
 
 # ----------------------------------------------------------------------------- wei-fig2
 
@@ -70,23 +72,23 @@ def _classification(s: Mapping, n: int, seed: int) -> dict:
     norm_sq, path = norm_sq_value(net), path_norm(net)
     margin = float(q.min()) / norm_sq
     t0 = time.perf_counter()
-    svm = kernels.l2_margin(Xn, yn)
-    scores = kernels.arccos_kernel(Xt.numpy(), Xn) @ (svm.dual * yn)
+    svm = svm_margins.l2_margin(Xn, yn)
+    scores = features.arccos_kernel(Xt.numpy(), Xn) @ (svm.dual * yn)
     t_kernel = time.perf_counter() - t0
     U = directions(net, s["d"], s["lp_directions"], seed)
-    lp = kernels.l1_margin(Xn, yn, U)
-    bound = (kernels.network_margin_bound(margin, C=C, n=n) if margin > 0 else math.inf)
+    lp = svm_margins.l1_margin(Xn, yn, U)
+    bound = (bounds.network_margin_bound(margin, C=C, n=n) if margin > 0 else math.inf)
     out = {
         "test_error_net": float(np.mean(np.sign(outputs(net, Xt)) != yt)),
         "test_error_kernel": float(np.mean(np.sign(scores) != yt)),
         "bound_net": bound,
-        "bound_kernel": kernels.kernel_margin_bound(svm.margin, C=C, n=n, d=s["d"]),
+        "bound_kernel": bounds.kernel_margin_bound(svm.margin, C=C, n=n, d=s["d"]),
         "margin_net": margin,
         "margin_net_balanced": float(q.min()) / (2 * path) if path > 0 else math.nan,
         "margin_kernel": svm.margin,
         "margin_kernel_gap": svm.gap,
         "gamma_l1_lp": lp.margin,
-        "bound_l1_lp": (kernels.network_margin_bound(lp.margin / 2, C=C, n=n)
+        "bound_l1_lp": (bounds.network_margin_bound(lp.margin / 2, C=C, n=n)
                         if lp.margin > 0 else math.inf),
         "margin_teacher": float(np.min(yn * teacher(X).numpy())) / (
             2 * teacher_path_norm(teacher)),
@@ -112,14 +114,14 @@ def _regression(s: Mapping, n: int, seed: int) -> dict:
     t_net = time.perf_counter() - t0
     path = path_norm(net)
     t0 = time.perf_counter()
-    interp = kernels.l2_interpolation(Xn, yn)
+    interp = svm_margins.l2_interpolation(Xn, yn)
     t_kernel = time.perf_counter() - t0
-    lp = kernels.l1_interpolation(Xn, yn, directions(net, s["d"], s["lp_directions"], seed))
+    lp = svm_margins.l1_interpolation(Xn, yn, directions(net, s["d"], s["lp_directions"], seed))
     return {
         "test_mse_net": float(np.mean((outputs(net, Xt) - yt) ** 2)),
         "test_mse_kernel": float(np.mean((interp.predict(Xt.numpy()) - yt) ** 2)),
-        "bound_net": float(kernels.l1_regression_bound(path, X=Xn)),
-        "bound_kernel": float(kernels.l2_regression_bound(interp.norm, X=Xn)),
+        "bound_net": float(bounds.l1_regression_bound(path, X=Xn)),
+        "bound_kernel": float(bounds.l2_regression_bound(interp.norm, X=Xn)),
         "path_norm_net": path,
         "norm_sq_net": norm_sq_value(net),
         "l1_norm_lp": lp.norm,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from marginlab import data, kernels, models
+from marginlab import data, models
 from marginlab.claims import read_claims, render_table_html, render_table_md, write_claims
 from marginlab.core import margins
 from marginlab.core.losses import get_loss
@@ -51,6 +51,7 @@ from marginlab.experiments.wei_generalization import (
 )
 from marginlab.io.report import Report, fmt
 from marginlab.train import ConstantLR, WeightDecay, fit
+from marginlab.twolayer import margins as svm_margins
 
 # ----------------------------------------------------------------------------- wei-fig3
 
@@ -65,7 +66,7 @@ def _fig3_synthetic(s: Mapping, width: int, seed: int) -> dict:
     q = y.numpy() * outputs(net, X)
     norm_sq = norm_sq_value(net)
     U = directions(net, s["d"], s["lp_directions"], seed)
-    lp = kernels.l1_margin(X.numpy(), y.numpy(), U)
+    lp = svm_margins.l1_margin(X.numpy(), y.numpy(), U)
     return {"test_error": float(np.mean(np.sign(outputs(net, Xt)) != yt)),
             "normalized_margin": float(q.min()) / norm_sq,
             "train_error": float(np.mean(q <= 0)),

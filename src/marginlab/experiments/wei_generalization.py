@@ -6,8 +6,9 @@ L_λ(Θ) = mean_i loss_i + λ‖Θ‖₂² either as the paper did (``gd``: full
 a fixed number of steps, :func:`train_gd`; ``sgd`` on MNIST through
 :func:`marginlab.train.fit`) or towards the minimizer of L_λ that the theory is about
 (``lbfgs``: full-batch L-BFGS on L_λ/λ along a decreasing λ path, :func:`train_lbfgs`). Binary
-classifiers are then checked with the dual certificate of :mod:`marginlab.regularized` and the
-ℓ1-SVM of :mod:`marginlab.kernels` over their own and random directions.
+classifiers are then checked with the dual certificate of
+:mod:`marginlab.twolayer.regularized` and the ℓ1-SVM of :mod:`marginlab.twolayer.margins` over
+their own and random directions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from marginlab import data, models, regularized
+from marginlab import data, models
 from marginlab.core.losses import log_loss_from_logits, log_loss_from_margins, log_sum
 from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
@@ -28,6 +29,7 @@ from marginlab.experiments.wei_common import (
 )
 from marginlab.io.report import Report
 from marginlab.sweep.backends import TrialRecord
+from marginlab.twolayer import regularized
 
 __all__ = ["certified", "directions", "fit_two_layer", "gd_gradient", "is_fitted",
            "lambda_path", "outputs", "path_norm", "results_where", "settings_block",
@@ -201,7 +203,7 @@ def fit_two_layer(X: Tensor, target: Tensor, width: int, task: str, s: Mapping,
 
 def certified(net: nn.Module, X: Tensor, y: Tensor, lam: float, U: np.ndarray) -> dict:
     """L_λ of the trained network and its relative distance from the dual lower bound of
-    :func:`marginlab.regularized.certificate` over networks with units along ``U``."""
+    :func:`marginlab.twolayer.regularized.certificate` over networks with units along ``U``."""
     objective = regularized.regularized_objective(net, X, y, lam)
     cert = regularized.certificate(net, X, y, lam, directions=U)
     return {"objective": objective,

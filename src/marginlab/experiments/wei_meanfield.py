@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from marginlab import meanfield
 from marginlab.claims import (
     Claim,
     by_certificate,
@@ -39,6 +38,7 @@ from marginlab.io.plots import save_figure
 from marginlab.io.report import Report
 from marginlab.progress import Progress
 from marginlab.sweep import format_mean_std
+from marginlab.twolayer import meanfield, reference
 
 __all__ = ["cluster_data", "run"]
 
@@ -133,7 +133,7 @@ def _plot_gap(trajs: list[dict], sigmas: list[float], epsilons: list[float], pat
 
 def _plot_atoms(
     finals: dict[float, meanfield.ParticleMeasure],
-    ref: meanfield.ReferenceOptimum,
+    ref: reference.ReferenceOptimum,
     x: torch.Tensor,
     y: torch.Tensor,
     path: Path,
@@ -175,7 +175,7 @@ def run(request: RunRequest) -> Path:
     start = time.perf_counter()
     x, y = cluster_data(s["n_per_cluster"], s["n_clusters"], s["spread_deg"], request.seed)
     lam, reduction = float(s["lam"]), s["reduction"]
-    ref = meanfield.reference_optimum(x, y, lam, reduction=reduction)
+    ref = reference.reference_optimum(x, y, lam, reduction=reduction)
     storage.write_json(
         out / "reference.json",
         {
@@ -275,7 +275,7 @@ def run(request: RunRequest) -> Path:
     return report.write(out)
 
 
-def meanfield_claims(trials: list[dict], ref: meanfield.ReferenceOptimum,
+def meanfield_claims(trials: list[dict], ref: reference.ReferenceOptimum,
                      sigmas: list[float], eps: float, scale: str) -> list[Claim]:
     """Section 5's claims against the certified L*: the plain flow (σ = 0) stalls (never
     within ``eps`` of L*, at a point where a direction with L' < 0 carries no mass), and each
@@ -318,7 +318,7 @@ def meanfield_claims(trials: list[dict], ref: meanfield.ReferenceOptimum,
 def _report(
     request: RunRequest,
     x: torch.Tensor,
-    ref: meanfield.ReferenceOptimum,
+    ref: reference.ReferenceOptimum,
     trials: list[dict],
     sigmas: list[float],
     epsilons: list[float],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from marginlab import kernels, models, regularized
+from marginlab import models
 from marginlab.claims import (
     by_certificate,
     by_effect,
@@ -31,6 +31,8 @@ from marginlab.experiments.wei_common import log_slope, mean_std, pyplot, versio
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
 from marginlab.progress import Progress
+from marginlab.twolayer import bounds, features, regularized
+from marginlab.twolayer import margins as svm_margins
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -74,14 +76,14 @@ def run_thm43(request: RunRequest) -> Path:
             R = rng.standard_normal((s["random_directions"], d))
             U = np.vstack([_special_directions(d), R / np.linalg.norm(R, axis=1, keepdims=True)])
             t0 = time.perf_counter()
-            l1 = kernels.l1_margin(X, y, U)
-            l1_four = kernels.l1_margin(X, y, _special_directions(d)).margin
+            l1 = svm_margins.l1_margin(X, y, U)
+            l1_four = svm_margins.l1_margin(X, y, _special_directions(d)).margin
             t_l1 = time.perf_counter() - t0
             t0 = time.perf_counter()
-            l2 = kernels.l2_margin(X, y)
+            l2 = svm_margins.l2_margin(X, y)
             t_l2 = time.perf_counter() - t0
-            kernel_pred = kernels.arccos_kernel(Xte, X) @ (l2.dual * y)
-            l1_pred = kernels.relu_features(Xte, U) @ l1.weights
+            kernel_pred = features.arccos_kernel(Xte, X) @ (l2.dual * y)
+            l1_pred = features.relu_features(Xte, U) @ l1.weights
             t0 = time.perf_counter()
             net = models.two_layer(d, s["width"], bias="none", seed=seed).double()
             Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -103,10 +105,10 @@ def run_thm43(request: RunRequest) -> Path:
                 "net_objective": res.objective, "net_reseeds": res.reseeds,
                 "net_sup_ratio_on_set": res.sup_ratio,
                 "ratio_l1_l2": l1.margin / l2.margin,
-                "bound_l1_svm": kernels.network_margin_bound(l1.margin / 2, C=C, n=n),
-                "bound_net": (kernels.network_margin_bound(gamma_net, C=C, n=n)
+                "bound_l1_svm": bounds.network_margin_bound(l1.margin / 2, C=C, n=n),
+                "bound_net": (bounds.network_margin_bound(gamma_net, C=C, n=n)
                               if gamma_net > 0 else math.inf),
-                "bound_kernel": kernels.kernel_margin_bound(l2.margin, C=C, n=n, d=d),
+                "bound_kernel": bounds.kernel_margin_bound(l2.margin, C=C, n=n, d=d),
                 "test_err_kernel": float(np.mean(np.sign(kernel_pred) != yte)),
                 "test_err_l1_svm": float(np.mean(np.sign(l1_pred) != yte)),
                 "test_err_net": float(np.mean(np.sign(net_pred) != yte)),
