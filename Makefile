@@ -43,7 +43,7 @@ test-slow: $(TEST_STAMP)
 # All of the Ray backend's tests against a real local Ray instance, the slow ones included
 # (`make test` runs the short ones).
 test-ray: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q tests/test_sweep_ray.py
+	$(BIN)/python -m pytest -q tests/sweep/test_ray.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -1,5 +1,6 @@
-"""Certified gaps of the two-layer convex problem on the cases of tests/test_meanfield.py and
-tests/test_regularized.py: value, dual lower bound, gap and seconds, as JSON.
+"""Certified gaps of the two-layer convex problem on the cases of
+tests/twolayer/test_meanfield.py and tests/twolayer/test_regularized.py: value, dual lower
+bound, gap and seconds, as JSON.
 
 ``PYTHONPATH=src python benchmarks/twolayer_certificates.py``; it uses only the former module
 paths, so the same script measures older checkouts.

@@ -65,3 +65,12 @@ def test_top_level_nouns():
 
     assert ml.measure is measure and ml.fit is fit and ml.Tracker is Tracker
     assert set(ml.__all__) >= {"measure", "MarginStats", "fit", "Tracker", "data", "models"}
+
+
+def test_tests_mirror_the_package_layout():
+    """Every folder of tests/ names a subpackage or module of marginlab."""
+    root = Path(__file__).resolve().parent
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        assert (SRC / folder.name).is_dir() or (SRC / f"{folder.name}.py").is_file(), \
+            f"tests/{folder.name} mirrors nothing in src/marginlab"
+        assert (folder / "__init__.py").is_file(), f"tests/{folder.name} lacks __init__.py"

@@ -171,8 +171,8 @@ def test_kill_between_sparse_checkpoints_rewinds_to_the_checkpoint(name, tmp_pat
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    sys.path.insert(0, {tests!r})
-    import test_kill_resume as t
+    sys.path.insert(0, {root!r})
+    import tests.train.test_kill_resume as t
     from _pytest.monkeypatch import MonkeyPatch
 
     write, n, resume, name = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
@@ -188,9 +188,9 @@ def test_sigkill_after_any_write_then_resume(name, references, tmp_path):
     ref_run, _ = references[name]
     run = tmp_path / "run"
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(tests=str(Path(__file__).parent)))
+    script.write_text(CHILD.format(root=str(Path(__file__).parents[2])))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MARGINLAB_TEST_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
                                           os.environ.get("PYTHONPATH", "")])}
     for k, (write, n) in enumerate([*KILLS, ("none", 0)]):
         proc = subprocess.run([sys.executable, str(script), write, str(n), str(int(k > 0)), name,

@@ -23,9 +23,9 @@ from marginlab.sweep.runner import run_trials
 from marginlab.sweep.spec import Trial
 
 ray = pytest.importorskip("ray")
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
-from test_sweep import DUMMY, SOURCE, _calls, _expected_y, _spec, dummy_trial  # noqa: E402
+from tests.sweep.test_sweep import DUMMY, SOURCE, _calls, _expected_y, _spec, dummy_trial  # noqa: E402
 
 TRAIN = {"model": "mlp", "data": "digits", "n_train": 100, "n_test": 100, "epochs": 2,
          "batch_size": 50, "schedule": {"name": "constant", "lr": 0.05}}

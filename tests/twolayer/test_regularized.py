@@ -35,7 +35,7 @@ def _objective_numpy(net, x, y, lam):
 
 
 TWO_POINTS = (np.array([2.0, 0.0]), np.array([1.0, -1.0]))
-GAMMA_TWO_POINTS = 2 / (1 + math.sqrt(5))  # hand-solved in tests/test_kernels.py
+GAMMA_TWO_POINTS = 2 / (1 + math.sqrt(5))  # hand-solved in tests/twolayer/test_kernels.py
 
 
 def test_normalized_margin_never_exceeds_and_approaches_gamma_l1_half():

@@ -196,7 +196,7 @@ def test_training_sweep_matches_direct_runs(tmp_path):
                                 "seeds": [0, 1], "run_dirs": True, "name": "widths"})
     out = tmp_path / "sweep"
     # In this process: the worker pool is covered above (and with training trials in
-    # test_sweep_ray.py); starting one costs seconds on a loaded machine.
+    # tests/sweep/test_ray.py); starting one costs seconds on a loaded machine.
     result = run_sweep(spec, out, workers=0, progress=False, source=SOURCE)
     assert result.ok and len(result.records) == 4, result.failed
     rec = result.records[3]

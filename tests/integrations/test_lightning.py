@@ -19,7 +19,7 @@ pl = pytest.importorskip("lightning.pytorch")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 from marginlab.integrations.lightning import MarginCallback  # noqa: E402
-from test_tracker import _reference  # noqa: E402
+from tests.test_tracker import _reference  # noqa: E402
 
 
 class Classifier(pl.LightningModule):

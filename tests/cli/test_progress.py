@@ -14,7 +14,7 @@ from marginlab.cli import main
 
 TINY = ["--model", "mlp", "--widths", "16", "--data", "digits", "--n-train", "100",
         "--n-test", "50", "--batch-size", "25", "--threads", "1"]
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _lines(text: str, desc: str) -> list[str]:
