@@ -32,7 +32,7 @@ from marginlab.experiments.wei_meanfield_report import (
 )
 from marginlab.io import storage
 from marginlab.progress import Progress
-from marginlab.twolayer import meanfield, reference
+from marginlab.twolayer import meanfield, particles, reference
 
 __all__ = ["cluster_data", "run"]
 
@@ -59,15 +59,15 @@ def cluster_data(
     return torch.cat(xs), torch.cat(ys)
 
 
-def _stationarity(rho: meanfield.ParticleMeasure, x, y, lam: float, reduction: str) -> dict:
+def _stationarity(rho: particles.ParticleMeasure, x, y, lam: float, reduction: str) -> dict:
     """E_ρ‖v[ρ]‖² and min of L'[ρ] over the unit sphere S² (on balanced θ = (±1, ū)/√2, ū on a
     0.1° grid: there the minimum lies when it is negative)."""
-    v = meanfield.velocity(rho, x, y, lam, reduction)
+    v = particles.velocity(rho, x, y, lam, reduction)
     phi = torch.arange(3600, dtype=torch.float64) * (2 * math.pi / 3600)
     u = torch.stack([torch.cos(phi), torch.sin(phi)], dim=1)
     w = torch.ones(3600, 1, dtype=torch.float64)
     theta = torch.cat([torch.cat([w, u], 1), torch.cat([-w, u], 1)]) / math.sqrt(2)
-    lp = meanfield.first_variation(rho, x, y, lam, theta, reduction)
+    lp = particles.first_variation(rho, x, y, lam, theta, reduction)
     i = int(lp.argmin())
     return {
         "final_mean_speed2": float(rho.mass @ (v * v).sum(1)),
@@ -116,12 +116,12 @@ def run(request: RunRequest) -> Path:
         trials_path.unlink(missing_ok=True)
         traj_path.unlink(missing_ok=True)
     done = {(r["sigma"], r["seed"]) for r in storage.read_jsonl(trials_path)}
-    finals: dict[float, meanfield.ParticleMeasure] = {}
+    finals: dict[float, particles.ParticleMeasure] = {}
     jobs = [(sig, request.seed + k) for sig in sigmas for k in range(s["seeds"])]
     for sigma, seed in Progress(EXPERIMENT_ID, total=len(jobs), unit="run").iterate(jobs):
         if (sigma, seed) in done and seed != request.seed:
             continue  # resumed: done (the first seed reruns for the atoms figure)
-        rho0 = meanfield.ParticleMeasure.cone(
+        rho0 = particles.ParticleMeasure.cone(
             s["n_init"],
             axis,
             math.radians(s["cone_half_angle_deg"]),

@@ -22,7 +22,7 @@ from marginlab.io import storage
 from marginlab.io.plots import save_figure
 from marginlab.io.report import Report
 from marginlab.sweep import format_mean_std
-from marginlab.twolayer import meanfield, reference
+from marginlab.twolayer import particles, reference
 
 __all__ = ["meanfield_claims", "plot_atoms", "plot_gap", "report_page"]
 
@@ -63,7 +63,7 @@ def plot_gap(trajs: list[dict], sigmas: list[float], epsilons: list[float], path
 
 
 def plot_atoms(
-    finals: dict[float, meanfield.ParticleMeasure],
+    finals: dict[float, particles.ParticleMeasure],
     ref: reference.ReferenceOptimum,
     x: torch.Tensor,
     y: torch.Tensor,

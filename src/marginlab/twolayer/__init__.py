@@ -10,7 +10,9 @@ networks, their margins and the convex problem behind them.
   one :class:`~marginlab.twolayer.convex.Certificate`.
 - :mod:`~marginlab.twolayer.regularized`: networks trained on L_λ, certified.
 - :mod:`~marginlab.twolayer.onedim`: 1-D inputs with a bias, exactly over the circle.
-- :mod:`~marginlab.twolayer.meanfield`: the perturbed Wasserstein flow of particles;
+- :mod:`~marginlab.twolayer.particles`: a measure over neurons as weighted particles, the
+  mean-field objective L[ρ], its first variation and velocity field;
+  :mod:`~marginlab.twolayer.meanfield`: the perturbed Wasserstein flow of the particles;
   :mod:`~marginlab.twolayer.reference`: its certified optimum L*.
 - :mod:`~marginlab.twolayer.bounds`: leading terms of the generalization bounds.
 """

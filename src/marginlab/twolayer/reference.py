@@ -21,7 +21,7 @@ from torch import Tensor
 from marginlab.errors import MarginlabError
 from marginlab.twolayer.convex import Certificate, dual_bound, solve_l1_logistic
 from marginlab.twolayer.features import sphere_directions
-from marginlab.twolayer.meanfield import (
+from marginlab.twolayer.particles import (
     ParticleMeasure,
     Reduction,
     _check_data,
