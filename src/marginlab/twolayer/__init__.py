@@ -9,7 +9,8 @@ networks, their margins and the convex problem behind them.
 - :mod:`~marginlab.twolayer.convex`: the ℓ1-regularized convex problem, its one solver and its
   one :class:`~marginlab.twolayer.convex.Certificate`.
 - :mod:`~marginlab.twolayer.regularized`: networks trained on L_λ, certified.
-- :mod:`~marginlab.twolayer.onedim`: 1-D inputs with a bias, exactly over the circle.
+- :mod:`~marginlab.twolayer.onedim`: 1-D inputs with a bias, exactly over the circle;
+  :mod:`~marginlab.twolayer.arcs`: that circle cut at the kinks, units as atoms on its arcs.
 - :mod:`~marginlab.twolayer.particles`: a measure over neurons as weighted particles, the
   mean-field objective L[ρ], its first variation and velocity field;
   :mod:`~marginlab.twolayer.meanfield`: the perturbed Wasserstein flow of the particles;

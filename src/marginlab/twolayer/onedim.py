@@ -3,7 +3,8 @@ solved exactly over the circle, and a kink-aware trainer (Wei, Lee, Liu & Ma, Ap
 
 For 1-D inputs with a bias the circle of unit directions (w, b)/‖(w, b)‖ is cut at the 2n
 angles where a unit's kink −b/w passes a data point; on each arc a unit's values on the data are
-linear in (w, b). :func:`convex_optimum_1d` solves the convex problem exactly on these arcs, and
+linear in (w, b) (:mod:`marginlab.twolayer.arcs`: the arcs, the units as atoms on them and the
+objective there). :func:`convex_optimum_1d` solves the convex problem exactly on these arcs, and
 :func:`train_1d` trains a network kink-aware: each unit is an angle and a mass, Newton's method
 runs within its arc, and a unit whose kink sits on a data point (where L-BFGS on (a, w, b)
 stalls) moves on by one-sided derivatives.
@@ -23,8 +24,19 @@ from scipy.optimize import linprog
 from torch import Tensor, nn
 
 from marginlab.errors import MarginlabError
-from marginlab.twolayer.convex import ConvexOptimum, _convex_summary, _log_logistic, certify
-from marginlab.twolayer.features import angles_to_directions, lift_1d, relu_features, signs
+from marginlab.twolayer.arcs import (
+    Arcs,
+    Atoms,
+    arc_features,
+    arc_links,
+    arc_objective,
+    atoms_from_measure,
+    kink_arcs,
+    merge_atoms,
+    no_atoms,
+)
+from marginlab.twolayer.convex import ConvexOptimum, _convex_summary, certify
+from marginlab.twolayer.features import lift_1d, relu_features, signs
 from marginlab.twolayer.margins import _HIGHS_TIGHT
 from marginlab.twolayer.pricing import arc_peaks
 from marginlab.twolayer.regularized import (
@@ -39,173 +51,8 @@ from marginlab.twolayer.regularized import (
 __all__ = ["convex_optimum_1d", "train_1d"]
 
 
-# ----------------------------------------------------------------------------- 1-D: arcs
-
-
-_TWO_PI = 2.0 * math.pi
-
-
-@dataclass(frozen=True)
-class _Arcs:
-    """The circle of unit directions u = (cos t, sin t) = (w, b)/‖(w, b)‖, cut at the kinks.
-
-    The feature relu(x_i cos t + sin t) has kinks at t = ψ_i ± π/2, ψ_i = atan2(1, x_i): the
-    angles where the unit's kink −b/w passes the data point x_i. Between consecutive kinks each
-    feature is either 0 or the sinusoid x_i cos t + sin t, so on a closed arc [lo_j, hi_j] a
-    unit's values on the data are smooth in t and linear in u (Wei et al., Appendix F.3
-    features; :func:`~marginlab.twolayer.pricing.sup_relu_correlation_1d` prices the same
-    pieces).
-    Arcs on which every feature vanishes are left out.
-
-    Attributes:
-        x: (n,) inputs.
-        lo: (K,) arc starts in [0, 2π).
-        hi: (K,) arc ends, lo < hi < lo + π (the arc across t = 0 ends past 2π).
-        mask: (K, n) 1.0 where x_i is on the active side on the arc, else 0.0.
-    """
-
-    x: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
-    mask: np.ndarray
-
-
-def _arcs(x: np.ndarray) -> _Arcs:
-    psi = np.arctan2(1.0, x)
-    kinks = np.sort(np.mod(np.concatenate([psi - np.pi / 2, psi + np.pi / 2]), _TWO_PI))
-    kinks = kinks[np.concatenate([[True], np.diff(kinks) > 1e-13])]  # repeated inputs
-    lo, hi = kinks, np.append(kinks[1:], kinks[0] + _TWO_PI)
-    mid = 0.5 * (lo + hi)
-    mask = np.cos(mid)[:, None] * x[None, :] + np.sin(mid)[:, None] > 0
-    useful = mask.any(axis=1)
-    return _Arcs(x=x, lo=lo[useful], hi=hi[useful], mask=mask[useful].astype(np.float64))
-
-
-@dataclass(frozen=True)
-class _Atoms:
-    """Units of a balanced network (|a| = ‖(w, b)‖) as atoms of a measure on the circle.
-
-    Unit k computes sign_k r_k relu(x cos t_k + sin t_k), i.e. a = sign √r, (w, b) = √r u(t),
-    and costs λ(a² + w² + b²) = 2λ r_k. Each atom stays on one arc (``arc``), t_k ∈ [lo, hi].
-    Shapes (k,).
-    """
-
-    arc: np.ndarray
-    sign: np.ndarray
-    r: np.ndarray
-    t: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.r)
-
-    def take(self, keep) -> _Atoms:
-        return _Atoms(self.arc[keep], self.sign[keep], self.r[keep], self.t[keep])
-
-    def join(self, other: _Atoms) -> _Atoms:
-        return _Atoms(*(np.concatenate([a, b]) for a, b in zip(
-            (self.arc, self.sign, self.r, self.t), (other.arc, other.sign, other.r, other.t))))
-
-    def weights(self) -> np.ndarray:
-        return self.sign * self.r
-
-    def directions(self) -> np.ndarray:
-        return angles_to_directions(self.t)
-
-
-def _no_atoms() -> _Atoms:
-    return _Atoms(np.zeros(0, dtype=int), np.zeros(0), np.zeros(0), np.zeros(0))
-
-
-def _atoms_from_measure(arcs: _Arcs, angles, weights) -> _Atoms:
-    """Atoms at ``angles`` with signed masses ``weights`` (those whose features vanish on the
-    data are dropped), merged to one per (arc, sign)."""
-    t = np.mod(np.asarray(angles, dtype=np.float64).reshape(-1), _TWO_PI)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    arc = np.full(len(t), -1)
-    for shift in (0.0, _TWO_PI):  # the arc across t = 0 holds angles up to hi − 2π
-        inside = ((t[:, None] + shift >= arcs.lo[None, :] - 1e-12)
-                  & (t[:, None] + shift <= arcs.hi[None, :] + 1e-12))
-        for k in np.flatnonzero((arc < 0) & inside.any(axis=1)):
-            j = int(np.argmax(inside[k]))
-            arc[k], t[k] = j, min(max(t[k] + shift, arcs.lo[j]), arcs.hi[j])
-    keep = (arc >= 0) & (w != 0)
-    return _merge(arcs, _Atoms(arc[keep], np.sign(w[keep]), np.abs(w[keep]), t[keep]))
-
-
-def _merge(arcs: _Arcs, atoms: _Atoms) -> _Atoms:
-    """One atom per (arc, sign), and none of zero mass.
-
-    On a closed arc the values on the data are linear in u = r(cos t, sin t), so atoms of one
-    sign there add as vectors: the merged atom has the same values on the data and mass
-    ‖Σ_k u_k‖ ≤ Σ_k r_k (equal when the angles agree). L_λ can only fall.
-    """
-    atoms = atoms.take(atoms.r > 0)
-    key = 2 * atoms.arc + (atoms.sign > 0)
-    if len(np.unique(key)) == len(key):
-        return atoms
-    parts = []
-    for k in np.unique(key):
-        sel = np.flatnonzero(key == k)
-        j = int(atoms.arc[sel[0]])
-        v = (atoms.r[sel] @ np.cos(atoms.t[sel]), atoms.r[sel] @ np.sin(atoms.t[sel]))
-        r = math.hypot(*v)
-        if r > 0:
-            # offset from lo in [−π, π), so that roundoff just below lo stays at lo
-            d = (math.atan2(v[1], v[0]) - arcs.lo[j] + math.pi) % _TWO_PI - math.pi
-            t = min(max(arcs.lo[j] + d, arcs.lo[j]), arcs.hi[j])
-            parts.append(_Atoms(np.array([j]), atoms.sign[sel[:1]], np.array([r]),
-                                np.array([t])))
-    return _join(parts)
-
-
-def _join(parts: list[_Atoms]) -> _Atoms:
-    atoms = _no_atoms()
-    for p in parts:
-        atoms = atoms.join(p)
-    return atoms
-
-
-def _arc_features(arcs: _Arcs, atoms: _Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """h_ki = relu(x_i cos t_k + sin t_k) written as the smooth piece of atom k's arc, and
-    ∂h/∂t; (k, n) each."""
-    M = arcs.mask[atoms.arc]
-    c, s = np.cos(atoms.t)[:, None], np.sin(atoms.t)[:, None]
-    return M * (c * arcs.x[None, :] + s), M * (c - s * arcs.x[None, :])
-
-
-def _arc_objective(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms, order: int = 0):
-    """J = L_λ/λ = (1/(nλ)) Σ_i ℓ(q_i) + 2 Σ_k r_k of the balanced network, with q.
-
-    order 1 adds the gradient in z = (r, t), order 2 the Hessian (2k, 2k): with
-    q = y ⊙ Σ_k s_k r_k h_k(t_k), ∂q/∂r_k = y s_k h_k, ∂q/∂t_k = y s_k r_k h_k', and on an
-    arc h_k'' = −h_k.
-    """
-    n, k = len(y), len(atoms)
-    log_nl = math.log(n * lam)
-    h, dh = _arc_features(arcs, atoms)
-    q = y * (atoms.weights() @ h)
-    J = float(np.exp(_log_logistic(q) - log_nl).sum() + 2.0 * atoms.r.sum())
-    if order == 0:
-        return J, q
-    w1 = -np.exp(-np.logaddexp(0.0, q) - log_nl)                      # ∂J/∂q = ℓ'(q)/(nλ)
-    Dr = atoms.sign[:, None] * h * y
-    Dt = atoms.weights()[:, None] * dh * y
-    grad = np.concatenate([Dr @ w1 + 2.0, Dt @ w1])
-    if order == 1:
-        return J, q, grad
-    w2 = np.exp(-np.logaddexp(0.0, q) - np.logaddexp(0.0, -q) - log_nl)  # ℓ''(q)/(nλ)
-    D = np.vstack([Dr, Dt])
-    H = (D * w2) @ D.T
-    ir, it = np.arange(k), np.arange(k, 2 * k)
-    cross = (atoms.sign[:, None] * dh * y) @ w1
-    H[ir, it] += cross
-    H[it, ir] += cross
-    H[it, it] -= (atoms.weights()[:, None] * h * y) @ w1
-    return J, q, grad, H
-
-
-def _arc_newton(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms,
-                max_iter: int = 500) -> tuple[_Atoms, int]:
+def _arc_newton(arcs: Arcs, y: np.ndarray, lam: float, atoms: Atoms,
+                max_iter: int = 500) -> tuple[Atoms, int]:
     """Projected Newton method (Bertsekas 1982) on z = (r, t), r ≥ 0, t ∈ [lo, hi] of its arc.
 
     Inside its arc every unit's contribution is smooth, so Newton converges quadratically
@@ -223,11 +70,11 @@ def _arc_newton(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms,
     z = np.concatenate([atoms.r, atoms.t])
 
     def at(v):
-        return _Atoms(atoms.arc, atoms.sign, v[:k], v[k:])
+        return Atoms(atoms.arc, atoms.sign, v[:k], v[k:])
 
     evals, stalls = 0, 0
     for _ in range(max_iter):
-        J, _, g, H = _arc_objective(arcs, y, lam, at(z), 2)
+        J, _, g, H = arc_objective(arcs, y, lam, at(z), 2)
         evals += 1
         eps = np.concatenate([np.full(k, 1e-13 * max(z[:k].max(), 1.0)), np.full(k, 1e-13)])
         fixed = ((z <= lo + eps) & (g > 0)) | ((z >= hi - eps) & (g < 0))
@@ -243,7 +90,7 @@ def _arc_newton(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms,
         tau = 1.0
         while tau > 1e-14:
             trial = np.clip(z + tau * d, lo, hi)
-            J_trial = _arc_objective(arcs, y, lam, at(trial))[0]
+            J_trial = arc_objective(arcs, y, lam, at(trial))[0]
             evals += 1
             # Near the optimum the decrease is below the float resolution of J.
             if J_trial <= J + 1e-4 * g @ (trial - z) + 1e-15 * abs(J):
@@ -258,27 +105,15 @@ def _arc_newton(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms,
     return at(z).take(z[:k] > 0), evals
 
 
-def _arc_links(arcs: _Arcs) -> tuple[np.ndarray, np.ndarray]:
-    """nxt[j]: the arc that starts where arc j ends (−1 if all features vanish there); prv."""
-    K = len(arcs.lo)
-    nxt, prv = np.full(K, -1), np.full(K, -1)
-    for j in range(K):
-        d = np.abs((arcs.lo - arcs.hi[j] + np.pi) % _TWO_PI - np.pi)
-        m = int(np.argmin(d))
-        if d[m] < 1e-12:
-            nxt[j], prv[m] = m, j
-    return nxt, prv
-
-
-def _cross_kinks(arcs: _Arcs, y: np.ndarray, lam: float,
-                 atoms: _Atoms) -> tuple[_Atoms, int]:
+def _cross_kinks(arcs: Arcs, y: np.ndarray, lam: float,
+                 atoms: Atoms) -> tuple[Atoms, int]:
     """Move each unit held at an arc end into the neighbouring arc when L_λ decreases there.
 
     At an arc end the unit's kink sits on a data point and L_λ is not differentiable in the
     angle; the one-sided derivative on the far side decides whether the kink should pass the
     point. The move itself does not change the network.
     """
-    nxt, prv = _arc_links(arcs)
+    nxt, prv = arc_links(arcs)
     moved = 0
     for k in range(len(atoms)):
         j = atoms.arc[k]
@@ -287,14 +122,14 @@ def _cross_kinks(arcs: _Arcs, y: np.ndarray, lam: float,
                 continue
             arc, t = atoms.arc.copy(), atoms.t.copy()
             arc[k], t[k] = nb, arcs.lo[nb] if step > 0 else arcs.hi[nb]
-            trial = _Atoms(arc, atoms.sign, atoms.r, t)
-            if step * _arc_objective(arcs, y, lam, trial, 1)[2][len(atoms) + k] < 0:
+            trial = Atoms(arc, atoms.sign, atoms.r, t)
+            if step * arc_objective(arcs, y, lam, trial, 1)[2][len(atoms) + k] < 0:
                 atoms, moved = trial, moved + 1
                 break
     return atoms, moved
 
 
-def _arc_pricing(arcs: _Arcs, c: np.ndarray):
+def _arc_pricing(arcs: Arcs, c: np.ndarray):
     """For every (arc, sign): the angle maximizing s⟨c, h(t)⟩ on the arc, and the maximum.
 
     On an arc ⟨c, h(t)⟩ = A cos t + B sin t (A = Σ_active c_i x_i, B = Σ_active c_i), whose
@@ -311,29 +146,29 @@ def _arc_pricing(arcs: _Arcs, c: np.ndarray):
     return tuple(np.concatenate(parts) for parts in zip(*out))
 
 
-def _basic_measure(arcs: _Arcs, atoms: _Atoms) -> _Atoms:
+def _basic_measure(arcs: Arcs, atoms: Atoms) -> Atoms:
     """A basic solution of min Σ r_k s.t. the same values on the data, over the current
     atoms (HiGHS simplex): at most n atoms, the same loss, no larger penalty (Carathéodory;
     the reason width ≥ n + 1 suffices)."""
-    h, _ = _arc_features(arcs, atoms)
+    h, _ = arc_features(arcs, atoms)
     res = linprog(np.ones(len(atoms)), A_eq=(atoms.sign[:, None] * h).T,
                   b_eq=atoms.weights() @ h, bounds=[(0, None)] * len(atoms),
                   method="highs-ds", options=_HIGHS_TIGHT)
     if res.status != 0 or res.fun > atoms.r.sum() * (1 + 1e-9):  # a Newton step follows
         return atoms
     r = np.where(res.x > 1e-12 * res.x.max(), res.x, 0.0)
-    return _Atoms(atoms.arc, atoms.sign, r, atoms.t).take(r > 0)
+    return Atoms(atoms.arc, atoms.sign, r, atoms.t).take(r > 0)
 
 
 @dataclass(frozen=True)
 class _ArcFit:
-    atoms: _Atoms
+    atoms: Atoms
     rounds: int
     evals: int
     inserted: int
 
 
-def _arc_fit(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms, *, max_atoms: int,
+def _arc_fit(arcs: Arcs, y: np.ndarray, lam: float, atoms: Atoms, *, max_atoms: int,
              insert: bool, tol: float = 1e-10, max_rounds: int = 100) -> _ArcFit:
     """Minimize L_λ over at most ``max_atoms`` balanced units, kink-aware.
 
@@ -349,14 +184,14 @@ def _arc_fit(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms, *, max_atoms
     evals = inserted = rounds = 0
     while rounds < max_rounds:
         rounds += 1
-        atoms, e = _arc_newton(arcs, y, lam, _merge(arcs, atoms))
+        atoms, e = _arc_newton(arcs, y, lam, merge_atoms(arcs, atoms))
         evals += e
-        atoms, moved = _cross_kinks(arcs, y, lam, _merge(arcs, atoms))
+        atoms, moved = _cross_kinks(arcs, y, lam, merge_atoms(arcs, atoms))
         if moved:
             continue
         if not insert:
             break
-        q = _arc_objective(arcs, y, lam, atoms)[1]
+        q = arc_objective(arcs, y, lam, atoms)[1]
         c = y * np.exp(-np.logaddexp(0.0, q) - math.log(n * lam))  # −∂J/∂f
         arc, sign, t, v = _arc_pricing(arcs, c)
         used = set(zip(atoms.arc.tolist(), atoms.sign.tolist()))
@@ -371,7 +206,7 @@ def _arc_fit(arcs: _Arcs, y: np.ndarray, lam: float, atoms: _Atoms, *, max_atoms
             break
         inserted += len(cand)
         # Zero-mass units enter through the Newton step (their mass gradient 2 − v < 0).
-        atoms = atoms.join(_Atoms(arc[cand], sign[cand], np.zeros(len(cand)), t[cand]))
+        atoms = atoms.join(Atoms(arc[cand], sign[cand], np.zeros(len(cand)), t[cand]))
         atoms, e = _arc_newton(arcs, y, lam, atoms)
         evals += e
     return _ArcFit(atoms=atoms, rounds=rounds, evals=evals, inserted=inserted)
@@ -402,11 +237,11 @@ def convex_optimum_1d(x, y, lam: float, *, tol: float = 1e-10, max_iter: int = 1
     X, y = lift_1d(x), signs(y)
     if len(y) != len(X):
         raise MarginlabError(f"{len(X)} inputs but {len(y)} labels")
-    arcs = _arcs(X[:, 0])
-    atoms = _no_atoms()
+    arcs = kink_arcs(X[:, 0])
+    atoms = no_atoms()
     if init is not None:
         scale = math.log(1 / lam) / math.log(1 / init.lam) if 0 < init.lam < 1 else 1.0
-        atoms = _atoms_from_measure(
+        atoms = atoms_from_measure(
             arcs, np.arctan2(init.directions[:, 1], init.directions[:, 0]),
             init.weights * scale)
     fit = _arc_fit(arcs, y, lam, atoms, max_atoms=2 * len(arcs.lo), insert=True, tol=tol,
@@ -433,7 +268,7 @@ def train_1d(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool
     the angles where the kink passes a data point the objective is then smooth, and Newton's
     method runs on each unit's (r, t) within its piece, with the piece's ends as bounds. A unit
     held at an end moves to the next piece when the one-sided derivative there is negative;
-    units of one sign on one piece merge exactly (:func:`_merge`). With ``reseed``, units are
+    units of one sign on one piece merge exactly (:func:`merge_atoms`). With ``reseed``, units are
     added where the exact dual certificate is violated (as in :func:`train`), which makes the
     result a certified global optimum once no piece is violated. The trained network is
     written back balanced; its objective is L_λ of those parameters, with the ℓ2 penalty.
@@ -458,13 +293,13 @@ def train_1d(model: nn.Module, X: Tensor, y: Tensor, *, lam: float, reseed: bool
     if X.shape[0] != len(yt):
         raise MarginlabError(f"{X.shape[0]} inputs but {len(yt)} labels")
     x, yn = X[:, 0].numpy(), yt.numpy()
-    arcs = _arcs(x)
+    arcs = kink_arcs(x)
     with torch.no_grad():
         saved = [p.detach().clone() for p in model.parameters()]
         before = float(_objective_parts(model, X, yt, lam)[0])
         w, b = fc1.weight[:, 0].numpy().copy(), fc1.bias.numpy().copy()
         a = fc2.weight[0].numpy().copy()
-    atoms = _atoms_from_measure(arcs, np.arctan2(b, w), a * np.hypot(w, b))
+    atoms = atoms_from_measure(arcs, np.arctan2(b, w), a * np.hypot(w, b))
     fit = _arc_fit(arcs, yn, lam, atoms, max_atoms=fc1.out_features, insert=reseed, tol=tol,
                    max_rounds=max_rounds)
     load_measure(model, fit.atoms.directions(), fit.atoms.weights())
