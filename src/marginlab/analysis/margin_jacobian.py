@@ -10,7 +10,8 @@ b = J_A θ. G is built by one of two products, chosen per model:
   backward pass over the samples give each layer's inputs a_n and output cotangents g_n. A
   Linear weight's per-sample gradient is the outer product g_n a_nᵀ, so its Gram block is
   (g_n·g_m)(a_n·a_m) and never needs the P-vector; a Conv2d's per-sample gradient is
-  g_n·unfold(a_n)ᵀ (Cout × Cin·k·k, small) and is formed explicitly.
+  g_n·unfold(a_n)ᵀ (Cout × Cin·k·k, small) and is formed explicitly
+  (:mod:`marginlab.analysis.layer_factors`).
 - ``per-sample-gradients``: any other model. Rows of J are formed a chunk at a time with
   ``torch.func.vmap(grad)`` (B×P with B set by the memory budget) and contracted into G chunk
   pair by chunk pair; the whole of J is never held.
@@ -37,7 +38,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -45,26 +45,22 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from marginlab.analysis.layer_factors import (
+    FLOAT_BYTES,
+    LayerFactors,
+    concat_factors,
+    factor_block,
+    factor_floats,
+    layer_factors,
+    layer_plan,
+)
 from marginlab.core import targets
 from marginlab.core.margins import validate_data
 from marginlab.errors import MarginlabError
 
 __all__ = ["MarginJacobian"]
 
-FLOAT_BYTES = 8
-
 Constraints = Literal["arg-max", "pairs"]
-
-
-@dataclass
-class _LayerFactors:
-    """Per-sample factors of one layer's gradient, for the samples of one chunk."""
-
-    kind: str  # "linear" (outer product g aᵀ, plus g for the bias) or "rows" (explicit rows)
-    a: Tensor | None = None  # (B, in) Linear inputs
-    g: Tensor | None = None  # (B, out) Linear output cotangents
-    bias: bool = False
-    rows: Tensor | None = None  # (B, k) explicit per-sample gradient rows (Conv2d)
 
 
 class MarginJacobian:
@@ -225,36 +221,7 @@ class MarginJacobian:
         """Linear/Conv2d layers holding every parameter, each called once; None if not so."""
         if self._plan is not False:
             return self._plan  # type: ignore[return-value]
-        plan: list[tuple[str, nn.Module]] = []
-        owned: set[int] = set()
-        for name, mod in self.model.named_modules():
-            direct = list(mod.parameters(recurse=False))
-            if not direct:
-                continue
-            ok = (isinstance(mod, nn.Linear)
-                  or (isinstance(mod, nn.Conv2d) and mod.groups == 1
-                      and mod.padding_mode == "zeros" and not isinstance(mod.padding, str)))
-            if not ok:
-                self._plan = None
-                return None
-            plan.append((name, mod))
-            owned.update(id(p) for p in direct)
-        if owned != {id(p) for p in self.params.values()}:
-            self._plan = None
-            return None
-        calls: dict[str, list[int]] = {name: [] for name, _ in plan}
-        handles = [mod.register_forward_hook(
-            lambda m, inp, out, name=name: calls[name].append(inp[0].dim()))
-            for name, mod in plan]
-        try:
-            with torch.no_grad():
-                self._forward(self.X[:1])
-        finally:
-            for h in handles:
-                h.remove()
-        good = all(len(c) == 1 and (c[0] == 2 if isinstance(mod, nn.Linear) else c[0] == 4)
-                   for (name, mod), c in zip(plan, calls.values()))
-        self._plan = plan if good else None
+        self._plan = layer_plan(self.model, self.params, lambda: self._forward(self.X[:1]))
         return self._plan
 
     @property
@@ -267,85 +234,19 @@ class MarginJacobian:
         plan = self._layer_plan()
         if plan is None:
             return self.n_params * FLOAT_BYTES
-        total = 0
-        for _, mod in plan:
-            if isinstance(mod, nn.Linear):
-                total += mod.in_features + mod.out_features
-            else:
-                total += mod.weight.numel() + (mod.out_channels if mod.bias is not None else 0)
-        return total * FLOAT_BYTES
+        return factor_floats(plan) * FLOAT_BYTES
 
-    def _factors(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
+    def _factors(self, chunk: Tensor) -> tuple[list[LayerFactors], Tensor]:
         """Layer factors for the samples in ``chunk`` and b = J_chunk θ, one batch at a time."""
-        parts = [self._factors_batch(batch) for batch in self._chunks(chunk)]
-        if len(parts) == 1:
-            return parts[0]
-        factors = []
-        for layer in zip(*(fs for fs, _ in parts)):
-            first = layer[0]
-            if first.kind == "linear":
-                factors.append(_LayerFactors("linear", a=torch.cat([f.a for f in layer]),
-                                             g=torch.cat([f.g for f in layer]), bias=first.bias))
-            else:
-                factors.append(_LayerFactors("rows", rows=torch.cat([f.rows for f in layer])))
-        return factors, torch.cat([b for _, b in parts])
+        return concat_factors([self._factors_batch(batch) for batch in self._chunks(chunk)])
 
-    def _factors_batch(self, chunk: Tensor) -> tuple[list[_LayerFactors], Tensor]:
+    def _factors_batch(self, chunk: Tensor) -> tuple[list[LayerFactors], Tensor]:
         plan = self._layer_plan()
         if plan is None:
             raise MarginlabError("layer products need every parameter in a Linear/Conv2d layer "
                                  "called once per forward")
-        inputs: dict[str, Tensor] = {}
-        outputs: dict[str, Tensor] = {}
-
-        def hook(mod, inp, out, name):
-            inputs[name] = inp[0].detach()
-            outputs[name] = out
-
-        handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
-                   for name, mod in plan]
-        try:
-            q = (self._forward(self._inputs(chunk)) * self.coef[chunk]).sum(1)
-        finally:
-            for h in handles:
-                h.remove()
-        names = [name for name, _ in plan]
-        # Samples are independent, so d(Σ_n q_n)/d(output of sample n) = dq_n/d(output n).
-        cot = torch.autograd.grad(q.sum(), [outputs[n] for n in names], allow_unused=True)
-        factors, b = [], torch.zeros(chunk.numel(), dtype=torch.float64)
-        for (name, mod), g in zip(plan, cot):
-            a = inputs[name]
-            g = torch.zeros_like(outputs[name]) if g is None else g.detach()
-            if isinstance(mod, nn.Linear):
-                has_bias = mod.bias is not None
-                b += (g * (a @ mod.weight.detach().T)).sum(1)
-                if has_bias:
-                    b += g @ mod.bias.detach()
-                factors.append(_LayerFactors("linear", a=a, g=g, bias=has_bias))
-            else:
-                cols = nn.functional.unfold(a, mod.kernel_size, dilation=mod.dilation,
-                                            padding=mod.padding, stride=mod.stride)
-                g2 = g.reshape(g.shape[0], g.shape[1], -1)
-                rows = torch.einsum("bot,bkt->bok", g2, cols).reshape(g.shape[0], -1)
-                flat_w = mod.weight.detach().reshape(-1)
-                if mod.bias is not None:
-                    rows = torch.cat([rows, g2.sum(2)], 1)
-                    flat_w = torch.cat([flat_w, mod.bias.detach()])
-                b += rows @ flat_w
-                factors.append(_LayerFactors("rows", rows=rows))
-        return factors, b
-
-    @staticmethod
-    def _factor_block(fi: list[_LayerFactors], fj: list[_LayerFactors]) -> Tensor:
-        block = None
-        for a, c in zip(fi, fj):
-            if a.kind == "linear":
-                gg = a.g @ c.g.T
-                part = gg * (a.a @ c.a.T) + (gg if a.bias else 0.0)
-            else:
-                part = a.rows @ c.rows.T
-            block = part if block is None else block + part
-        return block
+        return layer_factors(
+            plan, lambda: (self._forward(self._inputs(chunk)) * self.coef[chunk]).sum(1))
 
     def _per_sample_rows(self, chunk: Tensor) -> Tensor:
         primals = {n: p.detach() for n, p in self.params.items()}
@@ -393,7 +294,7 @@ class MarginJacobian:
 
         def block(di, dj) -> Tensor:
             if builder == "layer-products":
-                return self._factor_block(di, dj)
+                return factor_block(di, dj)
             return di @ dj.T
 
         for i, pi in enumerate(chunks):
