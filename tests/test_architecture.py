@@ -57,6 +57,29 @@ def test_former_paths_are_the_same_objects(old, new, names):
         assert getattr(a, name) is getattr(b, name)
 
 
+@pytest.mark.parametrize("module, home, names", [
+    ("marginlab.experiments.wei_wd_anneal", "marginlab.experiments.wei_wd_anneal_schedules",
+     ["ARMS", "PAPER_WEIGHT_DECAY", "PAPER_WD_MILESTONES", "scale_milestones",
+      "cumulative_decay", "paper_cumulative_decay"]),
+    ("marginlab.experiments.wei_wd_anneal", "marginlab.experiments.wei_wd_anneal_trial",
+     ["data_sets", "resolve", "train_spec", "wd_anneal_trial", "held_out_split"]),
+    ("marginlab.experiments.wei_wd_anneal", "marginlab.experiments.wei_wd_anneal_report",
+     ["PAPER_TABLE", "PAPER_NAMES", "wd_claim"]),
+    ("marginlab.experiments.wei_fig2", "marginlab.experiments.wei_fig2_trial", ["fig2_trial"]),
+    ("marginlab.experiments.wei_fig2", "marginlab.experiments.wei_fig2_report", ["FIG2_PANELS"]),
+    ("marginlab.experiments.wei_meanfield", "marginlab.experiments.wei_meanfield_report",
+     ["meanfield_claims"]),
+    ("marginlab.twolayer.meanfield", "marginlab.twolayer.particles",
+     ["ParticleMeasure", "objective", "first_variation", "velocity", "outputs"]),
+    ("marginlab.analysis.margin_jacobian", "marginlab.analysis.layer_factors", ["FLOAT_BYTES"]),
+])
+def test_split_modules_keep_their_names(module, home, names):
+    """A module split into several still offers every public name it had."""
+    a, b = importlib.import_module(module), importlib.import_module(home)
+    for name in names:
+        assert getattr(a, name) is getattr(b, name)
+
+
 def test_top_level_nouns():
     import marginlab as ml
     from marginlab.core.margins import measure

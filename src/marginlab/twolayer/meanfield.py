@@ -50,16 +50,8 @@ from marginlab.twolayer.particles import (
     velocity,
 )
 
-__all__ = [
-    "FlowConfig",
-    "FlowResult",
-    "ParticleMeasure",
-    "first_variation",
-    "objective",
-    "outputs",
-    "simulate",
-    "velocity",
-]
+__all__ = ["FlowConfig", "FlowResult", "ParticleMeasure", "first_variation", "objective",
+           "outputs", "simulate", "velocity"]
 
 _F64 = torch.float64
 
