@@ -128,3 +128,122 @@ def test_reproduce_errors_are_one_line(tmp_path, capsys):
     assert main(["reproduce", "--all", "lyu-li-mnist"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("marginlab reproduce: error:") for line in err)
+
+
+# --------------------------------------------------------------------------- on the sweep engine
+
+ENGINE_TINY = {"n_train": 20, "n_test": 20, "epochs": 4, "widths": [8], "seeds": 1,
+               "robust_n": 4, "kkt_checkpoints": 2, "schedules": ["constant", "loss_based"],
+               "workers": 0}
+TIME_KEYS = {"wall_time", "cpu_time"}
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so nothing in the library catches it."""
+
+
+def _run_metrics(out) -> dict[str, list[dict]]:
+    return {p.name: [{k: v for k, v in json.loads(line).items() if k not in TIME_KEYS}
+                     for line in (p / "metrics.jsonl").read_text().splitlines()]
+            for p in sorted((out / "runs").iterdir())}
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _trial_lines(out) -> list[dict]:
+    return _lines(out / "trials.jsonl")
+
+
+def _resumes(run_dir) -> list[int]:
+    """The epochs a run was resumed at."""
+    return [e["epoch"] for e in _lines(run_dir / "events.jsonl") if e["event"] == "resume"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    exp = experiments.get("lyu-li-mnist")
+    out = tmp_path_factory.mktemp("lyu") / "out"
+    exp.run(exp.request("cpu", out, ENGINE_TINY))
+    return out
+
+
+def test_interrupted_experiment_resumes_its_partly_trained_run(tmp_path, monkeypatch,
+                                                               uninterrupted):
+    from marginlab.train.rundir import RunDir
+
+    exp = experiments.get("lyu-li-mnist")
+    out = tmp_path / "out"
+    real, calls = RunDir.append_metrics, []
+
+    def killed_at_the_sixth_epoch(self, record):  # the first run's 4 epochs, 2 of the next
+        real(self, record)
+        calls.append(self.path.name)
+        if len(calls) == 6:
+            raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "append_metrics", killed_at_the_sixth_epoch)
+        with pytest.raises(_Killed):
+            exp.run(exp.request("cpu", out, ENGINE_TINY))
+    first, second = calls[0], calls[-1]
+    assert [r["params"]["run"] for r in _trial_lines(out)] == [first]
+    exp.run(exp.request("cpu", out, ENGINE_TINY, resume=True))
+    lines = _trial_lines(out)
+    # the finished run was skipped, the interrupted one continued from its epoch-1 checkpoint
+    assert [r["params"]["run"] for r in lines[:2]] == [first, second]
+    assert _resumes(out / "runs" / first) == [] and _resumes(out / "runs" / second) == [1]
+    assert _run_metrics(out) == _run_metrics(uninterrupted)
+    assert json.loads((out / "measure" / f"kkt-{second}.json").read_text()) == \
+        json.loads((uninterrupted / "measure" / f"kkt-{second}.json").read_text())
+
+
+def test_a_failed_run_is_one_error_after_the_others_are_recorded(tmp_path, monkeypatch,
+                                                                  uninterrupted):
+    from marginlab.experiments import lyu_li
+
+    real = lyu_li.train_trial
+
+    def fails_for_one_run(settings, run_dir=None):
+        if run_dir.endswith("loss_based-bias-first-seed0"):
+            raise ValueError("diverged by design")
+        return real(settings, run_dir)
+
+    exp = experiments.get("lyu-li-mnist")
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(lyu_li, "train_trial", fails_for_one_run)
+        with pytest.raises(MarginlabError, match=r"^1 of 4 runs failed \(first: "
+                           r"loss_based-bias-first-seed0: ValueError: diverged by design\)"):
+            exp.run(exp.request("cpu", out, ENGINE_TINY))
+    lines = _trial_lines(out)
+    assert sorted((r["params"]["run"], r["status"]) for r in lines) == [
+        ("constant-bias-first-seed0", "ok"), ("constant-bias-none-seed0", "ok"),
+        ("loss_based-bias-first-seed0", "failed"), ("loss_based-bias-none-seed0", "ok")]
+    assert not (out / "measure").exists() and not (out / "summary.json").exists()
+    # --resume runs the failed run alone, then measures
+    exp.run(exp.request("cpu", out, ENGINE_TINY, resume=True))
+    lines = _trial_lines(out)
+    assert lines[4]["params"]["run"] == "loss_based-bias-first-seed0" and lines[4]["status"] == "ok"
+    assert [r["params"].get("measure") for r in lines[5:]] == ["kkt", "kkt", "robustness"]
+    assert _run_metrics(out) == _run_metrics(uninterrupted)
+
+
+def test_progress_shows_the_running_runs_epoch_and_loss(uninterrupted):
+    from marginlab.experiments.lyu_li import _progress
+    from marginlab.sweep import Trial
+
+    run_root = uninterrupted / "runs"
+    names = {"a": "loss_based-bias-none-seed0", "b": "not-started"}
+    status = _progress(run_root, names, [Trial("a", {}, {}), Trial("b", {}, {})])
+    last = json.loads((run_root / names["a"] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert status == {names["a"]: f"epoch 4 log10 L {last['log10_loss_mean']:.4g}"}
+
+
+def test_unknown_backend_is_one_line_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "lyu-li-mnist", "--out", str(out), "--set", "backend=dask"]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "setting 'backend' takes local or ray, got 'dask'" in err[0]

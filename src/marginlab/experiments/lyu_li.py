@@ -12,6 +12,7 @@ model-5, and writes ``claims.json`` with computed verdicts (:mod:`.lyu_li_claims
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -21,18 +22,30 @@ from marginlab import run_report as report
 from marginlab.analysis import audit_monotonicity
 from marginlab.analysis.run import balanced_subset
 from marginlab.device import configure
+from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments import lyu_li_measure as measure
 from marginlab.experiments.datacheck import check_data, not_paper_data
 from marginlab.experiments.lyu_li_claims import claims_from_summary
+from marginlab.experiments.lyu_li_measure import value_at_time
 from marginlab.experiments.lyu_li_report import write_report
-from marginlab.experiments.runs import prepare_output, run_specs, run_tasks, value_at_time
-from marginlab.io.storage import read_json, read_jsonl, write_json
+from marginlab.experiments.runs import prepare_output
+from marginlab.io.storage import write_json
+from marginlab.sweep import Trial, TrialRecord, run_trials, trial_id
+from marginlab.sweep.spec import bind_run_dir, train_trial
+from marginlab.train.rundir import RunDir
 
 SCHEDULES = ("constant", "loss_based", "loss_based_momentum")
+BACKENDS = ("local", "ray")
+TRIALS = "trials.jsonl"  # OUT/trials.jsonl: the record of every training run and measurement
 
 _COMMON = {"batch_size": 100, "alpha0": 0.1, "kkt_tau": 0.01, "allow_tf32": False,
-           "schedules": list(SCHEDULES), "biases": ["first", "none"]}
+           "schedules": list(SCHEDULES), "biases": ["first", "none"],
+           # where runs and measurements run: "local" (``workers`` processes, one torch thread
+           # each; 0: in this process) or "ray" (one-CPU tasks on the Ray instance at
+           # RAY_ADDRESS, else on a local one; the output directory must be on a file system
+           # every node shares)
+           "backend": "local"}
 
 MNIST_SCALES = {
     "cpu": {
@@ -153,53 +166,116 @@ def _pairs(request: RunRequest, runs: dict[str, list[dict]]) -> list[dict]:
     return pairs
 
 
-def measure_task(task: dict) -> str:
-    """One measurement of a finished run, written to ``task["path"]`` (JSON): the KKT residuals
-    along it or the robustness of its snapshots. Runs in a worker process with one torch
-    thread (several threads per process only contend on 2 shared cores)."""
-    import torch
+def _engine(request: RunRequest) -> dict:
+    """How :func:`~marginlab.sweep.run_trials` runs this experiment's trials."""
+    s = request.settings
+    if s["backend"] not in BACKENDS:
+        raise MarginlabError(f"setting 'backend' takes {' or '.join(BACKENDS)}, "
+                             f"got {s['backend']!r}")
+    if s["backend"] == "ray":
+        return {"backend": "ray", "workers": None}
+    return {"backend": "local", "workers": int(s["workers"])}
 
 
-    torch.set_num_threads(1)
-    s = task["settings"]
-    configure(task["device"], allow_tf32=bool(s["allow_tf32"]))
-    split = data.load(s["data"], task["root"], n_train=s["n_train"], n_test=s["n_test"])
-    run_dir = Path(task["run_dir"])
-    if task["kind"] == "kkt":
+def _raise_failures(records: list[TrialRecord], what: str, out: Path) -> None:
+    """Raise MarginlabError naming the first failed trial, once every trial was recorded."""
+    failed = [r for r in records if not r.ok]
+    if failed:
+        first = failed[0]
+        raise MarginlabError(f"{len(failed)} of {len(records)} {what} failed (first: "
+                             f"{first.params.get('run')}: {first.error}); tracebacks in "
+                             f"{out / TRIALS}; --resume runs them again")
+
+
+def _progress(run_root: Path, names: dict[str, str], running: list[Trial]) -> dict[str, str]:
+    """run name -> ``epoch E log10 L V`` of every run in flight that finished an epoch."""
+    status = {}
+    for trial in running:
+        name = names[trial.id]
+        last = RunDir(run_root / name).last_metrics()
+        if last is not None:
+            loss = last.get("log10_loss_mean")
+            loss = f"{loss:.4g}" if isinstance(loss, float) else loss
+            status[name] = f"epoch {last.get('epoch')} log10 L {loss}"
+    return status
+
+
+def train_runs(request: RunRequest, out: Path, all_specs: dict[str, dict]
+               ) -> dict[str, list[dict]]:
+    """Train every run (name -> TrainSpec dict) into ``out/runs/<name>`` on the sweep engine
+    and return name -> its metrics records.
+
+    A run whose directory holds a checkpoint (an interrupted experiment, continued with
+    ``--resume``) continues from it; a run recorded as finished in ``out/trials.jsonl`` is not
+    run again. The progress line shows each running run's epoch and log10 L.
+
+    Raises:
+        MarginlabError: a run failed (after every other run finished and was recorded).
+    """
+    run_root = out / "runs"
+    names = {trial_id({"train": spec}): name for name, spec in all_specs.items()}
+    trials = [Trial(tid, {"run": name}, all_specs[name]) for tid, name in names.items()]
+    done = run_trials(out / TRIALS, trials,
+                      lambda t: bind_run_dir(train_trial, run_root / names[t.id]),
+                      desc=f"runs of {out.name}", unit="run",
+                      status=functools.partial(_progress, run_root, names), **_engine(request))
+    _raise_failures(done.records, "runs", out)
+    return {name: RunDir(run_root / name).metrics() for name in all_specs}
+
+
+def measure_trial(settings: dict, run_dir: str) -> dict:
+    """One measurement of the finished run in ``run_dir``: the KKT residuals along it
+    (``{"kkt": [...]}``) or the robustness of its snapshots (``{"robustness": {...}}``).
+
+    ``settings``: ``measure`` (``kkt`` or ``robustness``), ``train`` (the run's TrainSpec
+    dict: data, device, TF32), the measurement settings of the experiment and ``seed``.
+    """
+    spec = settings["train"]
+    configure(spec["device"], allow_tf32=bool(spec["allow_tf32"]))
+    split = data.load(spec["data"], spec["root"], n_train=spec["n_train"],
+                      n_test=spec["n_test"])
+    if settings["measure"] == "kkt":
         X, y = split.train
-        keep = balanced_subset(y, s["kkt_n"])
-        result = measure.kkt_along_run(run_dir, X[keep], y[keep], s["kkt_tau"])
-    else:
-        result = measure.robustness_of_snapshots(
-            run_dir, split, splits=s["robust_splits"], n=s["robust_n"],
-            certificates=s["certificates"], device=task["device"], seed=task["seed"])
-    write_json(Path(task["path"]), result)
-    return task["path"]
+        keep = balanced_subset(y, settings["kkt_n"])
+        return {"kkt": measure.kkt_along_run(Path(run_dir), X[keep], y[keep],
+                                             settings["kkt_tau"])}
+    return {"robustness": measure.robustness_of_snapshots(
+        Path(run_dir), split, splits=settings["robust_splits"], n=settings["robust_n"],
+        certificates=settings["certificates"], device=spec["device"], seed=settings["seed"])}
 
 
-def _measure(request: RunRequest, out: Path, names: list[str]) -> tuple[dict, dict]:
-    """KKT residuals along the loss-based runs and robustness of their snapshots, measured in
-    ``workers`` processes; each result is kept in ``out/measure/`` so that a resumed experiment
-    does not measure twice."""
+MEASURE_KEYS = ("kkt_tau", "kkt_n", "robust_n", "robust_splits", "certificates")
+
+
+def _measure(request: RunRequest, out: Path, all_specs: dict[str, dict]) -> tuple[dict, dict]:
+    """KKT residuals along the loss-based runs and robustness of their snapshots, measured on
+    the sweep engine; each result is recorded in ``out/trials.jsonl`` (a resumed experiment
+    does not measure a run twice) and written to ``out/measure/<kind>-<run>.json``."""
     s = dict(request.settings)
-    folder = out / "measure"
-    tasks, kkt_paths, robust_paths = [], {}, {}
-    for name in names:
+    jobs = []
+    for name, spec in all_specs.items():
         if not name.startswith("loss_based-"):
             continue
-        jobs = [("kkt", kkt_paths)]
-        if s["robust_n"] > 0 and "-bias-none-" in name:
-            jobs.append(("robustness", robust_paths))
-        for kind, where in jobs:
-            path = folder / f"{kind}-{name}.json"
-            where[name] = path
-            if not path.exists():
-                tasks.append({"kind": kind, "path": str(path), "run_dir": str(out / "runs" / name),
-                              "settings": s, "device": request.device, "seed": request.seed,
-                              "root": None if request.root is None else str(request.root)})
-    run_tasks(measure_task, tasks, workers=s["workers"])
-    kkt_series = {name: read_json(p) for name, p in kkt_paths.items()}
-    robust = {name: read_json(p) for name, p in robust_paths.items()}
+        kinds = ["kkt"] + (["robustness"] if s["robust_n"] > 0 and "-bias-none-" in name
+                           else [])
+        jobs += [(kind, name, spec) for kind in kinds]
+    trials, where = [], {}
+    for kind, name, spec in jobs:
+        settings = {"measure": kind, "train": spec, **{k: s[k] for k in MEASURE_KEYS},
+                    "seed": request.seed}
+        tid = trial_id(settings)
+        trials.append(Trial(tid, {"measure": kind, "run": name}, settings))
+        where[tid] = name
+    done = run_trials(out / TRIALS, trials,
+                      lambda t: bind_run_dir(measure_trial, out / "runs" / where[t.id]),
+                      desc=f"measurements of {out.name}", unit="measurement",
+                      **_engine(request))
+    _raise_failures(done.records, "measurements", out)
+    kkt_series, robust = {}, {}
+    for rec in done.records:
+        kind, name = rec.params["measure"], rec.params["run"]
+        write_json(out / "measure" / f"{kind}-{name}.json", rec.result[kind])
+        (kkt_series if kind == "kkt" else robust)[name] = rec.result[kind]
     paired = {sp: measure.paired_robustness(robust, sp) for sp in s["robust_splits"]} \
         if robust else {}
     per_snapshot = {name: {sp: {k: v["summary"] for k, v in entry["snapshots"].items()}
@@ -213,14 +289,14 @@ def _measure(request: RunRequest, out: Path, names: list[str]) -> tuple[dict, di
 def _run(request: RunRequest, experiment_id: str, title: str, variant: str) -> Path:
     s = dict(request.settings)
     check_data(experiment_id, request.scale, s, request.root)
+    _engine(request)  # a bad backend is an error before anything is written
     out = prepare_output(request, experiment_id)
     not_evidence = not_paper_data(s, request.root)
     all_specs = specs(request)
-    run_specs(all_specs, out, workers=s["workers"], resume=request.resume)
-    runs = {name: read_jsonl(out / "runs" / name / "metrics.jsonl") for name in all_specs}
+    runs = train_runs(request, out, all_specs)
     for name in all_specs:
         report.write_run_report(out / "runs" / name)
-    kkt, robust = _measure(request, out, list(all_specs))
+    kkt, robust = _measure(request, out, all_specs)
     summary = {
         "experiment": experiment_id, "scale": request.scale, "settings": s,
         "epochs": int(s["epochs"]), "seeds": seeds(request), "not_evidence": not_evidence,

@@ -21,6 +21,7 @@ from marginlab.analysis.run import balanced_subset
 from marginlab.claims import paired_effect
 from marginlab.errors import NotSeparatedError
 from marginlab.robustness import evaluate
+from marginlab.train.rundir import RunDir
 
 __all__ = [
     "epochs_to_reach",
@@ -30,6 +31,7 @@ __all__ = [
     "paired_robustness",
     "robustness_of_snapshots",
     "value_at_epoch",
+    "value_at_time",
 ]
 
 
@@ -40,6 +42,15 @@ def value_at_epoch(records: Sequence[dict], key: str, epoch: int) -> float:
         if r["epoch"] <= epoch:
             v = r.get(key)
             best = float(v) if isinstance(v, (int, float)) else math.nan
+    return best
+
+
+def value_at_time(records: Sequence[dict], key: str, seconds: float) -> float:
+    """``key`` of the last record whose wall time is at most ``seconds``."""
+    best = float("nan")
+    for r in records:
+        if r["wall_time"] <= seconds:
+            best = r[key]
     return best
 
 
@@ -131,8 +142,7 @@ def robustness_of_snapshots(run_dir: Path, split, *, splits: Sequence[str], n: i
     "correct", "summary"}}}}``; upper = lower = 0 on misclassified points.
     """
 
-    snaps = sorted((run_dir / "snapshots").glob("model-*.safetensors"),
-                   key=lambda p: int(p.stem.split("-")[1]))
+    snaps = RunDir(run_dir).snapshot_paths()
     out: dict = {}
     for which in splits:
         X, y, idx = _points(split, which, n)

@@ -55,9 +55,17 @@ def _describe(s: dict, seeds: list[int]) -> str:
             f"schedules {', '.join(s['schedules'])} (constant lr {s['lr']:g}; loss-based α0 = "
             f"{s['alpha0']:g}, up 2^(1/5), down 2^(1/10); loss_based_momentum with its defaults); "
             f"bias modes {', '.join(s['biases'])}; seeds {', '.join(map(str, seeds))}; "
-            f"{s['workers']} runs at a time, one thread each. Rolled-back epochs of the "
+            f"{_parallelism(s)}. Rolled-back epochs of the "
             "loss-based schedules are extra work, not epochs: the wall-time view below shows "
             "their cost.")
+
+
+def _parallelism(s: dict) -> str:
+    if s.get("backend") == "ray":
+        return "runs as one-CPU Ray tasks"
+    if s["workers"] == 0:
+        return "runs one after the other in one process"
+    return f"{s['workers']} runs at a time, one thread each"
 
 
 def _training_plots(out: Path, runs: dict[str, list[dict]], seed: int, title: str) -> list[str]:

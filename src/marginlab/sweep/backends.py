@@ -106,9 +106,10 @@ def _set_threads(threads: int) -> None:
 
 
 def run_local(tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord], None], *,
-              workers: int) -> None:
+              workers: int, started: Callable[[Trial], None] | None = None) -> None:
     """Run ``(fn, trial)`` tasks on ``workers`` spawned processes, calling ``record`` with each
-    result as it arrives (a worker that dies gives a failed record)."""
+    result as it arrives (a worker that dies gives a failed record) and ``started`` with each
+    trial handed to a worker."""
     try:
         pickle.dumps(tasks[0][0])
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -125,6 +126,8 @@ def run_local(tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord
         task = next(queue, None)
         if task is not None:
             running[pool.submit(execute, task[0], task[1])] = task[1]
+            if started is not None:
+                started(task[1])
 
     try:
         for _ in range(workers):
@@ -189,23 +192,29 @@ def import_ray():
 
 
 def run_ray(ray, tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRecord], None],
-            *, address: str | None, workers: int | None) -> int | None:
+            *, address: str | None, workers: int | None,
+            started: Callable[[Trial], None] | None = None) -> int | None:
     """Run ``(fn, trial)`` tasks as Ray tasks (``num_cpus=1``), calling ``record`` with each
-    result as ``ray.wait`` returns it. A task whose worker process dies is run again, up to
-    :data:`RAY_MAX_RETRIES` times (a trial's own exception is recorded, not retried).
+    result as ``ray.wait`` returns it, and ``started`` with each trial submitted (Ray queues
+    them all at once, so a started trial may still wait for a CPU). A task whose worker process
+    dies is run again, up to :data:`RAY_MAX_RETRIES` times (a trial's own exception is
+    recorded, not retried).
     Connects to ``address`` or to a running instance, else starts a local one with ``workers``
     CPUs (and stops it afterwards). Returns the cluster's CPU count."""
-    started = False
+    own_instance = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False}
         if address is None and workers is not None:
             kwargs["num_cpus"] = workers
         ray.init(address=address, **kwargs)
-        started = True
+        own_instance = True
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0)) or None
         remote = ray.remote(num_cpus=1, max_retries=RAY_MAX_RETRIES)(execute)
         refs = {remote.remote(fn, trial, 1): trial for fn, trial in tasks}
+        if started is not None:
+            for trial in refs.values():
+                started(trial)
         pending = list(refs)
         try:
             while pending:
@@ -224,7 +233,7 @@ def run_ray(ray, tasks: list[tuple[Callable, Trial]], record: Callable[[TrialRec
             raise
         return cpus
     finally:
-        if started:
+        if own_instance:
             ray.shutdown()
 
 

@@ -17,11 +17,14 @@ on; a resumed sweep skips the trials that succeeded and retries the ones that fa
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from marginlab.errors import MarginlabError
 from marginlab.io import storage
@@ -37,6 +40,7 @@ __all__ = ["SweepResult", "TrialRecord", "TrialsRun", "read_records", "run_sweep
 MARKER = "sweep.json"
 TRIALS = "trials.jsonl"
 BACKENDS = ("local", "ray")
+STATUS_SECONDS = 2.0  # between calls of run_trials' status callback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +153,9 @@ class TrialsRun:
 def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable], *,
                resume: bool = True, workers: int | None = None, backend: str = "local",
                address: str | None = None, progress: bool | None = None,
-               desc: str = "sweep") -> TrialsRun:
+               desc: str = "sweep", unit: str = "trial",
+               status: Callable[[list[Trial]], Mapping[str, Any]] | None = None,
+               status_every: float = STATUS_SECONDS) -> TrialsRun:
     """Run ``trials``, appending each result to the JSONL file ``path`` the moment it arrives.
 
     This is the engine of :func:`run_sweep`, for callers (experiments) that keep their own
@@ -161,46 +167,111 @@ def run_trials(path: Path, trials: list[Trial], fn: Callable[[Trial], Callable],
         fn: gives the function to call on a trial's settings (``fn(trial)(settings)``).
         resume: skip the trials that already have a successful record in ``path``.
         workers, backend, address, progress: as for :func:`run_sweep`.
-        desc: the progress bar's label.
+        desc: the progress bar's label; unit: what a trial is called on it.
+        status: called in this process every ``status_every`` seconds while trials run, with
+            the trials started and not yet finished; what it returns (label -> value, e.g.
+            ``{"run-3": "epoch 40"}``) is shown on the progress line until the next call. It
+            runs on a background thread, so it only reads (files a trial writes, say); if it
+            raises, the error is noted once and the status display stops.
+        status_every: seconds between calls of ``status``.
     """
+    if status is not None and not (math.isfinite(status_every) and status_every > 0):
+        raise MarginlabError(f"status_every must be > 0 seconds, got {status_every}")
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
     latest = _latest(TrialRecord.from_dict(d) for d in storage.read_jsonl(path)) if resume else {}
     todo = [t for t in trials if not (t.id in latest and latest[t.id].ok)]
     skipped = len(trials) - len(todo)
     tasks = [(fn(t), t) for t in todo]
-    bar = Progress(desc, total=len(trials), initial=skipped, unit="trial",
+    bar = Progress(desc, total=len(trials), initial=skipped, unit=unit,
                    quiet=None if progress is None else not progress)
+    # (no display, no status to compute)
+    monitor = _Monitor(status, status_every, bar) if status is not None and not bar.quiet \
+        else None
+    started = monitor.started if monitor is not None else None
     n_failed = 0
 
     def record(rec: TrialRecord) -> None:
         nonlocal n_failed
         storage.append_jsonl(path, rec.to_dict())
         latest[rec.id] = rec
+        if monitor is not None:
+            monitor.finished(rec.id)
         n_failed += not rec.ok
         bar.update(1, failed=n_failed or None)
         if not rec.ok:
-            bar.note(f"trial {rec.id} failed")
+            bar.note(f"{unit} {rec.id} failed")
 
     try:
         if not tasks:
             used, name = 0, "none (nothing left to run)"
         elif backend == "ray":
             used = backends.run_ray(backends.import_ray(), tasks, record, address=address,
-                                    workers=workers)
+                                    workers=workers, started=started)
             name = "ray"
         elif workers == 0:
             used, name = 0, "inprocess"
             for fn_t, trial in tasks:
+                if started is not None:
+                    started(trial)
                 record(backends.execute(fn_t, trial))
         else:
             used = min(workers or os.cpu_count() or 1, len(tasks))
             name = "local"
-            backends.run_local(tasks, record, workers=used)
+            backends.run_local(tasks, record, workers=used, started=started)
     finally:
+        if monitor is not None:
+            monitor.stop()
         bar.close()
     return TrialsRun(records=[latest[t.id] for t in trials if t.id in latest], skipped=skipped,
                      ran=len(tasks), backend=name, workers=used)
+
+
+class _Monitor:
+    """Calls ``status`` with the trials in flight every ``every`` seconds on a background
+    thread and shows what it returns on ``bar``."""
+
+    def __init__(self, status: Callable[[list[Trial]], Mapping[str, Any]], every: float,
+                 bar: Progress):
+        self._status, self._every, self._bar = status, every, bar
+        self._running: dict[str, Trial] = {}
+        self._shown: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="marginlab-trial-status")
+        self._thread.start()
+
+    def started(self, trial: Trial) -> None:
+        with self._lock:
+            self._running[trial.id] = trial
+
+    def finished(self, trial_id: str) -> None:
+        with self._lock:
+            self._running.pop(trial_id, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            self.tick()
+
+    def tick(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        try:
+            values = dict(self._status(running))
+        except Exception as exc:  # a display must not stop the trials
+            self._bar.note(f"status display stopped: {type(exc).__name__}: {exc}")
+            self._stop.set()
+            return
+        if self._stop.is_set():  # the run ended while the status was computed
+            return
+        gone = {label: None for label in self._shown if label not in values}
+        self._shown = set(values)
+        self._bar.update(0, **gone, **values)
 
 
 def _bind(fn: Callable, spec: SweepSpec, out: Path, trial: Trial) -> Callable:

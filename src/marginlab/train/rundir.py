@@ -54,6 +54,7 @@ IDENTITY_KEYS = ("model", "data", "schedule", "loss", "batch_size", "seed", "dty
                  "weight_decay", "snapshots_at", "margin_convention", "eval_batch_size")
 CHECKPOINT_FORMAT = "marginlab-checkpoint/2"
 LOCK_NAME = ".lock"
+TAIL_BYTES = 65536  # read by last_metrics: many times the longest metrics line
 
 
 def identity(config: dict) -> str:
@@ -383,6 +384,19 @@ class RunDir:
         if not self.metrics_path.exists():
             raise RunDirectoryError(f"{self.path} has no metrics.jsonl")
         return storage.read_jsonl(self.metrics_path)
+
+    def last_metrics(self) -> dict | None:
+        """The last complete record of metrics.jsonl, read from the end of the file (cheap
+        while another process appends to it); None before the first epoch or when unreadable."""
+        try:
+            with open(self.metrics_path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - TAIL_BYTES))
+                lines = fh.read().split(b"\n")[:-1]  # a line still being written has no \n
+            record = json.loads(lines[-1]) if lines else None
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def append_metrics(self, record: dict) -> None:
         storage.append_jsonl(self.metrics_path, record)
