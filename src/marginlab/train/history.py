@@ -14,19 +14,20 @@ from typing import Any, overload
 
 from torch import nn
 
+from marginlab.core.margins import MarginStats
 from marginlab.errors import MarginlabError
 
 __all__ = ["EpochRecord", "FitResult", "History"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class EpochRecord(Mapping):
-    """One accepted epoch.
+class EpochRecord(MarginStats, Mapping):
+    """One accepted epoch: the :class:`~marginlab.core.margins.MarginStats` of the training set
+    after it (its fields, inherited: q_min … n; log_loss_sum = log Σ_n ℓ_n, log10_loss_mean =
+    log10 of the mean loss), and what the epoch was.
 
     Attributes:
         epoch: 1-based index of the accepted epoch.
-        q_min ... n: the :class:`~marginlab.margins.MarginStats` of the training set after it
-            (log_loss_sum = log Σ_n ℓ_n; log10_loss_mean = log10 of the mean loss).
         test_loss: log10 of the mean test loss; test_acc: test accuracy (with a test set only).
         alpha: the schedule's relative step α after its decision (NaN for constant rates).
         lr: the learning rate η used on the mean loss (inf past float range); log10_lr: log10 η.
@@ -34,21 +35,12 @@ class EpochRecord(Mapping):
         samples_used: samples the steps used (step rules that choose them only).
         wall_time, cpu_time: seconds since the run started, counting a resumed run's.
         weight_decay: λ(t) of this epoch (with weight decay only).
+
+    Its mapping view and ``metrics.jsonl`` lines list ``epoch``, then the margin statistics,
+    then the other fields in the order above.
     """
 
     epoch: int
-    q_min: float
-    rho: float
-    norm_product: float
-    order: float
-    normalized_margin: float
-    normalized_margin_multi: float
-    smoothed_margin: float
-    smoothed_margin_multi: float
-    log_loss_sum: float
-    log10_loss_mean: float
-    train_acc: float
-    n: int
     test_loss: float | None = None
     test_acc: float | None = None
     alpha: float
@@ -102,11 +94,13 @@ class EpochRecord(Mapping):
         return cls(**values)
 
 
-_ORDER = [f.name for f in fields(EpochRecord)]
+_STATS = [f.name for f in fields(MarginStats)]
+_ORDER = ["epoch", *_STATS, *(f.name for f in fields(EpochRecord)
+                               if f.name != "epoch" and f.name not in _STATS)]
 _NAMES = frozenset(_ORDER)
-_KINDS = {f.name: (int if f.type in ("int", "int | None") else float)
-          for f in fields(EpochRecord)}
-_REQUIRED = [f.name for f in fields(EpochRecord) if "None" not in str(f.type)]
+_TYPES = {f.name: str(f.type) for f in fields(EpochRecord)}
+_KINDS = {k: (int if _TYPES[k] in ("int", "int | None") else float) for k in _ORDER}
+_REQUIRED = [k for k in _ORDER if "None" not in _TYPES[k]]
 
 
 class History(Sequence[EpochRecord]):
