@@ -1,6 +1,6 @@
 """The page of one training run: ``RUN_DIR/report.html`` and ``report.md``, built from what the
 run directory holds (its layout is owned by :class:`~marginlab.train.rundir.RunDir`), including
-the fragments other analyses left in ``RUN_DIR/report/`` (robustness, convergence analysis).
+the sections other analyses left in ``RUN_DIR/report/`` (robustness, convergence analysis).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
         rep.table(SNAPSHOT_HEADERS, rows)
     for png in sorted(run.plots_dir.glob("*.png")):
         if not png.name.startswith(("robust", "analysis")):
-            rep.image(f"plots/{png.name}", png.stem)
-    for frag in sorted((run.path / "report").glob("*.html")):
+            rep.image(png.relative_to(run.path).as_posix(), png.stem)
+    for frag in sorted(run.fragments_dir.glob("*.html")):
         md = frag.with_suffix(".md")
         rep.raw(frag.read_text(encoding="utf-8"),
                 md.read_text(encoding="utf-8") if md.exists() else "")

@@ -56,7 +56,6 @@ __all__ = ["DEFAULT_SNAPSHOTS_LOG10", "TENSORBOARD_DIR", "Tracker"]
 
 DEFAULT_SNAPSHOTS_LOG10 = (-10.0, -15.0, -20.0, -120.0)
 TENSORBOARD_DIR = "tensorboard"
-DATA_FILE = "data.safetensors"
 # metrics field -> TensorBoard tag
 TENSORBOARD_TAGS = {
     "log10_loss_mean": "loss/log10_train",
@@ -180,7 +179,7 @@ class Tracker:
             out_dim = model(self.X[:1].to(device=device, dtype=_dtype(model))).reshape(1, -1)
         data = self.data
         if data is None:
-            data = {"name": "tensors", "root": str((self.run.path / DATA_FILE).resolve()),
+            data = {"name": "tensors", "root": str(self.run.data_path.resolve()),
                     "n_train": None, "n_test": None}
         config = run_config(
             model, self.test, n=len(self.y), data_info=data, extra_config=self.extra_config,
@@ -189,8 +188,8 @@ class Tracker:
             margin_convention=self.convention, epochs=self.total_epochs, max_time=None,
             stop_at_log10_loss=None, device=device, tracker=self.tracker_config)
         resuming = self.run.prepare(config, resume=self.resume, overwrite=self.overwrite)
-        if self.data is None and not (self.run.path / DATA_FILE).exists():
-            save_tensors(self.run.path / DATA_FILE,
+        if self.data is None and not self.run.data_path.exists():
+            save_tensors(self.run.data_path,
                          split_from_tensors((self.X, self.y), self.test, out_dim.shape[1]))
         if resuming:
             self.run.confirm_resume()  # the new budget (total_epochs ...) into config.json

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 MARGIN_FIELDS = ("smoothed_margin", "smoothed_margin_multi")
-_TRAJ = re.compile(r"^epoch-(\d+)\.safetensors$")
 
 
 @dataclass(frozen=True)
@@ -133,14 +131,7 @@ class DirectionCosines:
 
 def trajectory_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
     """epoch → path of ``RUN_DIR/trajectory/epoch-NNNNNN.safetensors``, sorted by epoch."""
-    folder = RunDir(run_dir).trajectory_dir
-    found = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            m = _TRAJ.match(path.name)
-            if m:
-                found[int(m.group(1))] = path
-    return dict(sorted(found.items()))
+    return RunDir(run_dir).trajectory_paths()
 
 
 def _direction(path: Path) -> torch.Tensor:

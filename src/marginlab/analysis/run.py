@@ -210,27 +210,31 @@ def analyze_run(run_dir: str | os.PathLike, *, kkt_every: int = 1, n: int | None
     return result
 
 
+def _relative(path: Path, run: Path) -> str:
+    return Path(path).relative_to(run).as_posix()
+
+
 def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> None:
     run = result.run_dir
     name = run.name
-    files = []
+    rd = RunDir(run)
+    written = []
     ok = [k for k in result.kkt if k["status"] == "ok"]
     if ok:
-        plots.plot_kkt([k["epoch"] for k in ok], [k["eps_relative"] for k in ok],
-                       [k["delta"] for k in ok], run / "plots" / "analysis-kkt.png", tau=result.tau,
-                       n_active=[k["n_active"] for k in ok], title=name)
-        files.append("plots/analysis-kkt.png")
-    plots.plot_smoothed_margin(records, result.monotonicity,
-                               run / "plots" / "analysis-smoothed-margin.png", title=name)
-    files.append("plots/analysis-smoothed-margin.png")
-    plots.plot_rates(records, result.rates, run / "plots" / "analysis-rates.png", title=name,
-                     set_by_schedule=result.rates_set_by_schedule)
-    files.append("plots/analysis-rates.png")
+        written.append(plots.plot_kkt(
+            [k["epoch"] for k in ok], [k["eps_relative"] for k in ok], [k["delta"] for k in ok],
+            rd.plots_dir / "analysis-kkt.png", tau=result.tau,
+            n_active=[k["n_active"] for k in ok], title=name))
+    written.append(plots.plot_smoothed_margin(
+        records, result.monotonicity, rd.plots_dir / "analysis-smoothed-margin.png", title=name))
+    written.append(plots.plot_rates(records, result.rates, rd.plots_dir / "analysis-rates.png",
+                                    title=name, set_by_schedule=result.rates_set_by_schedule))
     if result.direction is not None:
-        plots.plot_direction(result.direction, run / "plots" / "analysis-direction.png",
-                             title=name)
-        files.append("plots/analysis-direction.png")
-    result.files = ["analysis.json", *files, "report/analysis.html", "report/analysis.md"]
+        written.append(plots.plot_direction(result.direction,
+                                            rd.plots_dir / "analysis-direction.png", title=name))
+    fragment = rd.fragments_dir / "analysis.html"
+    result.files = [_relative(p, run) for p in (rd.analysis_path, *written, fragment,
+                                                fragment.with_suffix(".md"))]
 
     rep = Report("analysis")
     rep.heading("Convergence analysis (Lyu & Li, Section 4.3 and Appendix C)")
@@ -312,7 +316,6 @@ def _write_outputs(result: RunAnalysis, records: list[dict], config: dict) -> No
     for note in result.notes:
         rep.paragraph(note, note=True)
     frag_html, frag_md = rep.fragment()
-    storage.atomic_write_text(run / "report" / "analysis.html",
-                              f"<section>\n{frag_html}\n</section>\n")
-    storage.atomic_write_text(run / "report" / "analysis.md", frag_md + "\n")
-    storage.write_json(run / "analysis.json", result.as_dict())
+    storage.atomic_write_text(fragment, f"<section>\n{frag_html}\n</section>\n")
+    storage.atomic_write_text(fragment.with_suffix(".md"), frag_md + "\n")
+    storage.write_json(rd.analysis_path, result.as_dict())

@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from marginlab.io.storage import read_json_object, write_json
     from marginlab.robustness import evaluate
     from marginlab.robustness.report import write_report
+    from marginlab.train.rundir import RunDir
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -158,13 +159,13 @@ def run(args: argparse.Namespace) -> int:
     certificates = _certificates(args.certificates)
     bounds = _parse_bounds(args.bounds)
     paths = _snapshot_paths(run_dir, args.snapshots)
-    validate.output_file(run_dir / "robustness.json", "RUN_DIR")
+    out_path = RunDir(run_dir).robustness_path
+    validate.output_file(out_path, "RUN_DIR")
     split_data, config = _load_split(run_dir)
     dtype = getattr(torch, str(config.get("dtype", "float32")), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         dtype = torch.float32
     splits = ("train", "test") if args.split == "both" else (args.split,)
-    out_path = run_dir / "robustness.json"
     doc = read_json_object(out_path) if out_path.exists() else {}
     if doc and not str(doc.get("format", "")).startswith("marginlab-robustness/"):
         raise RunDirectoryError(f"{out_path} is not a marginlab robustness file; move it away")

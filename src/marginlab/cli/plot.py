@@ -22,26 +22,28 @@ def run(args: argparse.Namespace) -> int:
     from marginlab import validate
     from marginlab.errors import RunDirectoryError
     from marginlab.io import plots, storage
+    from marginlab.train.rundir import RunDir
 
     runs = {}
     for path in args.runs:
-        run_dir = Path(path)
-        if not run_dir.is_dir():
+        run_dir = RunDir(path)
+        if not run_dir.path.is_dir():
             raise RunDirectoryError(f"no run directory at {path}")
-        storage.read_json_object(run_dir / "config.json")  # a run directory
-        if not (run_dir / "metrics.jsonl").is_file():
-            raise RunDirectoryError(f"{path} has no metrics.jsonl")
-        records = storage.read_metrics(run_dir / "metrics.jsonl")
+        storage.read_json_object(run_dir.config_path)  # a run directory
+        metrics = run_dir.metrics_path
+        if not metrics.is_file():
+            raise RunDirectoryError(f"{path} has no {metrics.name}")
+        records = storage.read_metrics(metrics)
         if not records:
-            raise RunDirectoryError(f"{path}/metrics.jsonl holds no epochs: nothing to plot")
+            raise RunDirectoryError(f"{path}/{metrics.name} holds no epochs: nothing to plot")
         if not any(isinstance(r.get("log10_loss_mean"), (int, float)) for r in records):
-            raise RunDirectoryError(f"{path}/metrics.jsonl has no log10_loss_mean values: not "
+            raise RunDirectoryError(f"{path}/{metrics.name} has no log10_loss_mean values: not "
                                     "the metrics of a training run")
-        name = run_dir.resolve().name
+        name = run_dir.path.resolve().name
         if name in runs:
             name = str(path)
         runs[name] = records
-    prefix = Path(args.out) if args.out else Path(args.runs[0]) / "plots" / "compare"
+    prefix = Path(args.out) if args.out else RunDir(args.runs[0]).plots_dir / "compare"
     for suffix in ("_training.png", "_margin_vs_time.png"):
         validate.output_file(prefix.with_name(prefix.name + suffix), "--out")
     a = plots.plot_training(runs, prefix.with_name(prefix.name + "_training.png"),

@@ -161,6 +161,7 @@ def write_report(run_dir: str | os.PathLike, doc: dict) -> tuple[Path, Path, Pat
         f"![robust accuracy against epsilon](plots/{PLOT_NAME})",
         (f"Certificates not computed:\n\n{note_md}" if notes else ""),
     ]).rstrip() + "\n"
-    html_path = atomic_write_text(run_dir / "report" / "robustness.html", fragment)
-    md_path = atomic_write_text(run_dir / "report" / "robustness.md", markdown)
+    sections = RunDir(run_dir).fragments_dir
+    html_path = atomic_write_text(sections / "robustness.html", fragment)
+    md_path = atomic_write_text(sections / "robustness.md", markdown)
     return png, html_path, md_path

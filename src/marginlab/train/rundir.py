@@ -9,7 +9,10 @@ Layout (this module is the only place that names these files)::
     RUN_DIR/checkpoints/last.safetensors   everything needed to continue (see below)
     RUN_DIR/snapshots/model-K.safetensors  loss-threshold snapshots and the final model
     RUN_DIR/trajectory/epoch-NNNNNN.safetensors   parameters every few epochs (optional)
+    RUN_DIR/data.safetensors         the data of a run on tensors of no registered data set
     RUN_DIR/plots/*.png, RUN_DIR/report.html, RUN_DIR/report.md
+    RUN_DIR/report/*.html, *.md      sections other analyses add to the run's page
+    RUN_DIR/analysis.json, RUN_DIR/robustness.json   ``marginlab analyze`` / ``attack`` results
 
 The checkpoint is one safetensors file written atomically (temporary file, fsync, rename): the
 model (``model.*``), the step rule's state (``step.*``, e.g. the heavy ball's velocity), the
@@ -31,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -54,6 +58,7 @@ IDENTITY_KEYS = ("model", "data", "schedule", "loss", "batch_size", "seed", "dty
                  "weight_decay", "snapshots_at", "margin_convention", "eval_batch_size")
 CHECKPOINT_FORMAT = "marginlab-checkpoint/2"
 LOCK_NAME = ".lock"
+_TRAJECTORY_FILE = re.compile(r"^epoch-(\d+)\.safetensors$")
 TAIL_BYTES = 65536  # read by last_metrics: many times the longest metrics line
 
 
@@ -129,6 +134,23 @@ class RunDir:
     def plots_dir(self) -> Path:
         return self.path / "plots"
 
+    @property
+    def fragments_dir(self) -> Path:
+        """Sections (``NAME.html`` with ``NAME.md``) that analyses add to the run's page."""
+        return self.path / "report"
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data.safetensors"
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.path / "analysis.json"
+
+    @property
+    def robustness_path(self) -> Path:
+        return self.path / "robustness.json"
+
     def snapshot_path(self, k: int) -> Path:
         return self.snapshots_dir / f"model-{k}.safetensors"
 
@@ -140,6 +162,16 @@ class RunDir:
 
     def trajectory_path(self, epoch: int) -> Path:
         return self.trajectory_dir / f"epoch-{epoch:06d}.safetensors"
+
+    def trajectory_paths(self) -> dict[int, Path]:
+        """epoch -> path of every trajectory file, sorted by epoch."""
+        found = {}
+        if self.trajectory_dir.is_dir():
+            for path in self.trajectory_dir.iterdir():
+                m = _TRAJECTORY_FILE.match(path.name)
+                if m:
+                    found[int(m.group(1))] = path
+        return dict(sorted(found.items()))
 
     # --- the lock ------------------------------------------------------------------------
     def lock(self) -> None:
