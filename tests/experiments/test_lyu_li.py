@@ -247,3 +247,22 @@ def test_unknown_backend_is_one_line_before_anything_is_written(tmp_path, capsys
     assert not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "setting 'backend' takes local or ray, got 'dask'" in err[0]
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_numbers_of_the_local_pool(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    exp = experiments.get("lyu-li-mnist")
+    outs = {}
+    for backend in ("local", "ray"):
+        outs[backend] = tmp_path / backend
+        exp.run(exp.request("cpu", outs[backend],
+                            {**ENGINE_TINY, "workers": 2, "backend": backend}))
+    assert _run_metrics(outs["ray"]) == _run_metrics(outs["local"])
+    local, ray = _trial_lines(outs["local"]), _trial_lines(outs["ray"])
+    assert [r["id"] for r in ray] != [] and sorted(r["id"] for r in ray) == \
+        sorted(r["id"] for r in local)
+    for name in ("kkt-loss_based-bias-none-seed0", "robustness-loss_based-bias-none-seed0"):
+        assert json.loads((outs["ray"] / "measure" / f"{name}.json").read_text()) == \
+            json.loads((outs["local"] / "measure" / f"{name}.json").read_text())

@@ -4,6 +4,7 @@ only when config, checkpoint and metrics agree — each refusal one line, nothin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -16,9 +17,11 @@ import pytest
 import torch
 
 from marginlab import models
+from marginlab.core.margins import MarginStats
 from marginlab.errors import MarginlabError, RunDirectoryError
 from marginlab.train import (
     ConstantLR,
+    EpochRecord,
     FitConfig,
     History,
     LossBasedLR,
@@ -134,6 +137,33 @@ def test_history_is_typed_and_reads_like_the_metrics_file(tmp_path):
     assert History.from_dicts(lines).column("log_loss_sum") == res.history.column("log_loss_sum")
     with pytest.raises(MarginlabError):
         res.history.column("no_such_field")
+
+
+def test_an_epoch_record_is_its_margin_stats_and_keeps_the_file_order(tmp_path):
+    res = _run(tmp_path / "run", 2, schedule=ConstantLR(0.05))
+    rec = res.history[-1]
+    stats = [f.name for f in dataclasses.fields(MarginStats)]
+    assert isinstance(rec, MarginStats) and all(rec[k] == getattr(rec, k) for k in stats)
+    # the column order of metrics.jsonl, written out: epoch, the margin statistics, the rest
+    assert list(rec) == ["epoch", "q_min", "rho", "norm_product", "order", "normalized_margin",
+                         "normalized_margin_multi", "smoothed_margin", "smoothed_margin_multi",
+                         "log_loss_sum", "log10_loss_mean", "train_acc", "n", "alpha", "lr",
+                         "log10_lr", "steps", "retries", "wall_time", "cpu_time"]
+    assert res.history.column("q_min") == [r["q_min"] for r in res.history]
+    assert EpochRecord.from_dict(rec.as_dict()) == rec
+    with pytest.raises(MarginlabError, match="without epoch, q_min"):
+        EpochRecord.from_dict({})
+
+
+def test_last_metrics_reads_the_last_complete_line(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.last_metrics() is None  # no run yet
+    _run(run.path, 3, schedule=ConstantLR(0.05))
+    lines = run.metrics_path.read_text().splitlines()
+    assert run.last_metrics() == json.loads(lines[-1])
+    with open(run.metrics_path, "a") as fh:  # an epoch line being appended right now
+        fh.write('{"epoch": 4, "q_mi')
+    assert run.last_metrics() == json.loads(lines[-1])
 
 
 # --- one writer --------------------------------------------------------------------------

@@ -42,9 +42,9 @@ TRIALS = "trials.jsonl"  # OUT/trials.jsonl: the record of every training run an
 _COMMON = {"batch_size": 100, "alpha0": 0.1, "kkt_tau": 0.01, "allow_tf32": False,
            "schedules": list(SCHEDULES), "biases": ["first", "none"],
            # where runs and measurements run: "local" (``workers`` processes, one torch thread
-           # each; 0: in this process) or "ray" (one-CPU tasks on the Ray instance at
-           # RAY_ADDRESS, else on a local one; the output directory must be on a file system
-           # every node shares)
+           # each; 0: in this process) or "ray" (one-CPU tasks on the Ray cluster at RAY_ADDRESS
+           # or the one running on this node, else on a new local instance; the output
+           # directory must be on a file system every node shares)
            "backend": "local"}
 
 MNIST_SCALES = {
@@ -182,9 +182,10 @@ def _raise_failures(records: list[TrialRecord], what: str, out: Path) -> None:
     failed = [r for r in records if not r.ok]
     if failed:
         first = failed[0]
-        raise MarginlabError(f"{len(failed)} of {len(records)} {what} failed (first: "
-                             f"{first.params.get('run')}: {first.error}); tracebacks in "
-                             f"{out / TRIALS}; --resume runs them again")
+        label = " of ".join(str(first.params[k]) for k in ("measure", "run") if k in first.params)
+        raise MarginlabError(f"{len(failed)} of {len(records)} {what} failed (first: {label}: "
+                             f"{first.error}); tracebacks in {out / TRIALS}; --resume runs "
+                             "them again")
 
 
 def _progress(run_root: Path, names: dict[str, str], running: list[Trial]) -> dict[str, str]:
