@@ -1,53 +1,26 @@
-"""Model zoo of the papers' networks, and pickle-free checkpoints.
+"""The model zoo: the papers' networks, each registered with how a training run builds it.
 
 Every constructor takes ``bias`` ∈ {"none", "first", "all"}: with "none" or "first" the network
 is homogeneous in its parameters (the first layer's bias counts as part of its weight, Lyu & Li
 Appendix K); "all" is the ordinary network with a bias in every layer. Weights are He-normal
-(fan-in, ReLU gain), biases zero, and the ``seed`` fixes both.
-
-Checkpoints are safetensors files whose metadata holds the constructor's name and arguments,
-so :func:`load` rebuilds the model without unpickling anything.
+(fan-in, ReLU gain), biases zero, and the ``seed`` fixes both. Each model remembers its
+constructor's name and arguments (``marginlab_spec``), so a checkpoint can rebuild it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from marginlab import validate
 from marginlab.errors import MarginlabError
+from marginlab.models.registry import BIAS_MODES, MAX_WIDTH, BiasMode, flat_size, register
 
-__all__ = [
-    "MODELS",
-    "BiasMode",
-    "build",
-    "load",
-    "load_state",
-    "mlp",
-    "mnist_cnn",
-    "save",
-    "two_layer",
-    "vgg16",
-    "wrn16",
-]
-
-BiasMode = Literal["none", "first", "all"]
-BIAS_MODES = ("none", "first", "all")
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def _registered(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    MODELS[fn.__name__] = fn
-    return fn
+__all__ = ["VGG16_CONFIG", "mlp", "mnist_cnn", "two_layer", "vgg16", "wrn16"]
 
 
 def _check_bias(bias: str) -> None:
@@ -65,7 +38,7 @@ def _seed(value: object) -> int:
 
 
 def _width(value: object) -> float:
-    return validate.number(value, "width", positive=True, maximum=64.0)
+    return validate.number(value, "width", positive=True, maximum=MAX_WIDTH)
 
 
 def _init(model: nn.Module, seed: int) -> None:
@@ -92,7 +65,12 @@ def _layer_bias(bias: str, index: int) -> bool:
     return bias == "all" or (bias == "first" and index == 0)
 
 
-@_registered
+@register(
+    uses=("bias", "width", "seed"), input_shape=(1, 28, 28), example_input=(1, 28, 28),
+    inputs_note="data mnist5k or mnist",
+    arguments=lambda s, shape, n_out: {"bias": s.bias, "num_classes": n_out,
+                                       "in_channels": shape[0], "width": s.width,
+                                       "seed": s.seed})
 def mnist_cnn(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 1,
               width: float = 1.0, seed: int = 0) -> nn.Module:
     """The MNIST-challenge CNN of Lyu & Li, Appendix K: conv32 5×5 – maxpool – conv64 3×3 –
@@ -125,7 +103,12 @@ VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
                 512, 512, 512, "M")
 
 
-@_registered
+@register(
+    uses=("bias", "width", "seed"), input_shape=(None, 32, 32), example_input=(3, 32, 32),
+    inputs_note="data cifar10 or cifar100",
+    arguments=lambda s, shape, n_out: {"bias": s.bias, "num_classes": n_out,
+                                       "in_channels": shape[0], "width": s.width,
+                                       "seed": s.seed})
 def vgg16(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 3,
           width: float = 1.0, seed: int = 0) -> nn.Module:
     """The CIFAR-10 VGG-16 variant of Lyu & Li, Appendix K (no batch-norm): conv64×2, pool,
@@ -156,7 +139,10 @@ def vgg16(bias: BiasMode = "none", *, num_classes: int = 10, in_channels: int = 
     return _tag(model, "vgg16", **spec)
 
 
-@_registered
+@register(
+    uses=("bias", "widths", "seed"), input_shape=None, example_input=(784,),
+    arguments=lambda s, shape, n_out: {"in_dim": flat_size(shape), "widths": list(s.widths),
+                                       "out_dim": n_out, "bias": s.bias, "seed": s.seed})
 def mlp(in_dim: int, widths: Sequence[int], out_dim: int = 10, *, bias: BiasMode = "none",
         activation: Literal["relu", "leaky_relu"] = "relu", seed: int = 0) -> nn.Module:
     """A fully connected ReLU network in_dim → widths… → out_dim; inputs are flattened.
@@ -182,7 +168,11 @@ def mlp(in_dim: int, widths: Sequence[int], out_dim: int = 10, *, bias: BiasMode
                 activation=activation, seed=seed)
 
 
-@_registered
+@register(
+    uses=("bias", "widths", "seed"), input_shape=None, example_input=(784,), n_widths=1,
+    default_widths=(100,),
+    arguments=lambda s, shape, n_out: {"d": flat_size(shape), "m": s.widths[0],
+                                       "out_dim": n_out, "bias": s.bias, "seed": s.seed})
 def two_layer(d: int, m: int, out_dim: int = 1, *, bias: BiasMode = "none",
               seed: int = 0) -> nn.Module:
     """f(x) = Σ_j a_j relu(w_jᵀx) (Wei et al., Section 4): d inputs, m hidden units.
@@ -208,7 +198,11 @@ class _WideBasic(nn.Module):
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
-@_registered
+@register(
+    uses=("seed",), input_shape=(None, None, None), example_input=(3, 32, 32),
+    biases=("none",),
+    arguments=lambda s, shape, n_out: {"num_classes": n_out, "in_channels": shape[0],
+                                       "seed": s.seed})
 def wrn16(num_classes: int = 10, *, widen: int = 4, in_channels: int = 3,
           seed: int = 0) -> nn.Module:
     """WideResNet-16-``widen`` without batch-norm (Wei et al., Appendix F.4), bias-free.
@@ -234,126 +228,3 @@ def wrn16(num_classes: int = 10, *, widen: int = 4, in_channels: int = 3,
     _init(model, seed)
     return _tag(model, "wrn16", num_classes=num_classes, widen=widen, in_channels=in_channels,
                 seed=seed)
-
-
-def build(name: str, **kwargs) -> nn.Module:
-    """Build a zoo model by name with keyword arguments."""
-    if name not in MODELS:
-        raise MarginlabError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as exc:
-        raise MarginlabError(f"bad arguments for model {name!r}: {exc}") from None
-
-
-def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
-    """Write the model's parameters and buffers to a safetensors file, atomically.
-
-    The metadata records the zoo constructor and its arguments (when the model came from the
-    zoo), so :func:`load` can rebuild it; ``extra`` adds JSON-serializable metadata.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "marginlab-model/1"}
-    spec = getattr(model, "marginlab_spec", None)
-    if spec is not None:
-        meta["spec"] = json.dumps(spec)
-    if extra:
-        meta["extra"] = json.dumps(extra)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise MarginlabError(f"no checkpoint at {path}")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MarginlabError(f"{path} is not a readable safetensors checkpoint ({exc})") from None
-    return tensors, meta
-
-
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
-    """Rebuild a model saved by :func:`save`.
-
-    Args:
-        path: the safetensors file.
-        model: for models outside the zoo, a module of the right architecture to load the
-            weights into; for zoo checkpoints it may be omitted.
-
-    Raises:
-        MarginlabError: missing or corrupt file, or weights that do not fit the model.
-    """
-    path = Path(path)
-    tensors, meta = _read(path)
-    fmt = meta.get("format")
-    if fmt is not None and not fmt.startswith("marginlab-model/"):
-        raise MarginlabError(f"{path}: metadata format {fmt[:40]!r} is not a marginlab model")
-    if model is None:
-        if "spec" not in meta:
-            raise MarginlabError(
-                f"{path} holds weights of a model outside the zoo; pass the module to load into"
-            )
-        spec = _json_metadata(meta, "spec", path)
-        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
-                and isinstance(spec.get("kwargs"), dict)):
-            raise MarginlabError(f"{path}: the model spec in its metadata is malformed")
-        try:
-            model = build(spec["name"], **spec["kwargs"])
-        except MarginlabError as exc:
-            raise MarginlabError(f"{path}: the model spec in its metadata is invalid: {exc}"
-                                 ) from None
-        dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
-        if len(dtypes) == 1:  # rebuild in the dtype it was saved in (e.g. float64)
-            model.to(dtypes.pop())
-    load_state(model, tensors, source=str(path))
-    return model
-
-
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], *, source: str = "") -> None:
-    """Copy ``tensors`` into ``model`` in place, with a one-line error on any mismatch."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise MarginlabError(
-            f"checkpoint {source} does not fit the model (missing: {missing[:3]}, "
-            f"unexpected: {unexpected[:3]})"
-        )
-    for k, v in tensors.items():
-        if own[k].shape != v.shape:
-            raise MarginlabError(
-                f"checkpoint {source}: {k} has shape {tuple(v.shape)}, model expects "
-                f"{tuple(own[k].shape)}"
-            )
-        if own[k].is_floating_point() and not v.is_floating_point():
-            raise MarginlabError(f"checkpoint {source}: {k} holds {v.dtype} values, model "
-                                 f"expects floating point")
-    model.load_state_dict(tensors)
-
-
-def metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of a checkpoint: ``spec`` and ``extra`` decoded."""
-    _, meta = _read(Path(path))
-    out: dict = {}
-    for key in ("spec", "extra"):
-        if key in meta:
-            out[key] = _json_metadata(meta, key, Path(path))
-    return out
-
-
-def _json_metadata(meta: dict[str, str], key: str, path: Path):
-    try:
-        return json.loads(meta[key])
-    except (json.JSONDecodeError, RecursionError):
-        raise MarginlabError(f"{path}: metadata field {key!r} is not valid JSON") from None
