@@ -22,6 +22,7 @@ from torch import Tensor
 
 from marginlab.errors import MarginlabError
 from marginlab.train.checks import check_milestones
+from marginlab.train.settings import setting
 from marginlab.train.steps import HeavyBall, SGDStep, StepRule
 
 __all__ = [
@@ -41,6 +42,14 @@ def _finite(x) -> bool:
 
 def _milestones(milestones) -> dict[int, float]:
     return check_milestones("learning-rate milestones", milestones)
+
+
+# Help of the parameters the command line sets (marginlab.train.settings); the defaults are the
+# classes' own.
+ALPHA0_HELP = ("initial alpha, the step relative to the loss (eta = alpha / mean loss; "
+               "dimensionless)")
+UP_HELP = "factor on alpha after a kept epoch"
+DOWN_HELP = "divisor on alpha after a rolled-back epoch"
 
 
 class StepSizeUnderflowError(MarginlabError):
@@ -108,7 +117,7 @@ class ConstantLR(Schedule):
     ``max_retries`` such epochs in a row.
     """
 
-    lr: float = 0.01
+    lr: float = setting(0.01, stated=True, help="learning rate on the mean batch loss")
     milestones: dict[int, float] = field(default_factory=dict)
     _epoch: int = field(default=1, init=False, repr=False)
     name = "constant"
@@ -162,9 +171,9 @@ class LossBasedLR(Schedule):
         max_alpha: cap on α.
     """
 
-    alpha0: float = 0.1
-    up: float = 2 ** (1 / 5)
-    down: float = 2 ** (1 / 10)
+    alpha0: float = setting(0.1, stated=True, help=ALPHA0_HELP)
+    up: float = setting(2 ** (1 / 5), stated=True, help=UP_HELP)
+    down: float = setting(2 ** (1 / 10), stated=True, help=DOWN_HELP)
     min_alpha: float = 1e-9
     max_alpha: float = 1e2
     _alpha: float = field(init=False, repr=False)
@@ -301,14 +310,17 @@ class LossBasedMomentum(LossBasedLR):
             acceptance always uses every sample.
     """
 
-    alpha0: float = 0.1
-    up: float = 2 ** (1 / 10)
-    down: float = 2.0
+    alpha0: float = setting(0.1, stated=True, help=ALPHA0_HELP)
+    up: float = setting(2 ** (1 / 10), help=UP_HELP)
+    down: float = setting(2.0, help=DOWN_HELP)
     min_alpha: float = 1e-20
     max_alpha: float = 1e2
-    momentum: float = 0.9
-    monotone_margin: bool = True
-    active_gap: float | None = 30.0
+    momentum: float = setting(0.9, help="heavy-ball coefficient in [0, 1)")
+    monotone_margin: bool = setting(True, option="--no-margin-guard",
+                                    help="keep epochs that lower the smoothed margin")
+    active_gap: float | None = setting(
+        30.0, none="none", help="SGD steps skip samples whose loss is below e^-GAP times the "
+                                "total (GAP in nats), or none to use every sample")
     name = "loss_based_momentum"
 
     def __post_init__(self):
