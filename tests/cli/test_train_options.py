@@ -194,7 +194,8 @@ def test_new_options_reach_their_fields():
     (["--schedule", "constant", "--alpha0", "0.1"],
      "--alpha0 applies only to --schedule loss_based or loss_based_momentum"),
     (["--width", "100", "--model", "mnist_cnn"], "--width must be at most 64"),
-    (["--model", "wrn16", "--bias", "first"], "wrn16 takes --bias none, got 'first'"),
+    (["--model", "wrn16", "--bias", "first"],
+     "wrn16 is built without biases; use --bias none (got 'first')"),
     (["--seed", "x"], "--seed must be an integer, got 'x'"),
     (["--max-time", "soon"], "--max-time must be a number, got 'soon'"),
     (["--convention", "other"], "--convention: invalid choice"),
@@ -232,3 +233,31 @@ def test_resume_accepts_the_same_schedule_spelled_differently(capsys, tmp_path):
     rc = main(["train", *TINY, *fast, "--momentum", "0.9", "--epochs", "2", "--out", str(out),
                "--resume"])
     assert rc == 0, capsys.readouterr().err
+
+
+# --- other commands take their defaults from the same places -----------------------------------
+
+def _command_actions(name: str) -> dict[str, argparse.Action]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices[name]._actions}
+
+
+def test_other_commands_derive_their_defaults():
+    from marginlab.experiments import RunRequest
+    from marginlab.robustness.certify import CERTIFICATES
+
+    reproduce = _command_actions("reproduce")
+    assert reproduce["device"].default == default_of(RunRequest, "device")
+    assert reproduce["seed"].default == default_of(RunRequest, "seed")
+    assert _command_actions("attack")["certificates"].default == ",".join(CERTIFICATES)
+    homogeneity = _command_actions("homogeneity")
+    assert homogeneity["bias"].default == default_of(TrainSpec, "bias")
+    assert homogeneity["widths"].default is None  # the model's own, as for train
+
+
+def test_homogeneity_builds_through_the_registry(capsys):
+    assert main(["homogeneity", "--model", "two_layer", "--in-dim", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer_orders"] == {"fc1": 1.0, "fc2": 1.0}
+    assert main(["homogeneity", "--model", "wrn16", "--bias", "first"]) == 2
+    assert "wrn16 is built without biases; use --bias none" in capsys.readouterr().err

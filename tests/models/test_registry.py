@@ -95,7 +95,7 @@ def test_example_inputs_build_with_the_constructors_default_outputs():
     ("vgg16", ModelSettings("none", [], 0.125, 0), (3, 28, 28), "vgg16 needs Nx32x32 inputs"),
     ("wrn16", ModelSettings("none", [], 1.0, 0), (64,), "wrn16 needs NxNxN inputs, got 64"),
     ("wrn16", ModelSettings("first", [], 1.0, 0), (3, 32, 32),
-     "wrn16 takes bias none, got 'first'"),
+     "wrn16 is built without biases; use bias none (got 'first')"),
     ("two_layer", ModelSettings("none", [4, 4], 1.0, 0), (20,),
      "widths (two_layer) must hold exactly 1 width, got 2"),
     ("mlp", ModelSettings("none", [], 1.0, 0), (20,), "widths (mlp) must name at least one"),

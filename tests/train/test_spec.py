@@ -49,7 +49,7 @@ def test_from_dict_normalizes():
 
 @pytest.mark.parametrize("settings,message", [
     ({"model": "resnet"}, "unknown model 'resnet'; expected one of"),
-    ({"model": "wrn16", "bias": "all"}, "wrn16 takes bias none, got 'all'"),
+    ({"model": "wrn16", "bias": "all"}, "wrn16 is built without biases; use bias none (got 'all')"),
     ({"model": "two_layer", "widths": [3, 3]}, "widths (two_layer) must hold exactly 1 width"),
     ({"model": "mlp", "widths": "32,32"}, "widths (mlp) must be a list of positive integers"),
     ({"model": "mnist_cnn", "width": -1}, "width must be positive, got -1"),

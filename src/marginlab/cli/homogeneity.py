@@ -5,63 +5,76 @@ from __future__ import annotations
 import argparse
 import json
 
+from marginlab import models
 from marginlab.cli import _options
+from marginlab.train.settings import default_of
+from marginlab.train.spec import TrainSpec
 
 NAME = "homogeneity"
 HELP = "check numerically whether a zoo model (or a checkpoint) is homogeneous"
 ORDER = 11
 
-# Example input shapes per zoo model (one sample).
-INPUT_SHAPES = {"mnist_cnn": (1, 28, 28), "vgg16": (3, 32, 32), "wrn16": (3, 32, 32)}
+
+def _users(setting: str) -> list[str]:
+    return [n for n, e in models.REGISTRY.items() if setting in e.uses]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="zoo model: mnist_cnn, vgg16, mlp, two_layer, wrn16")
+    src.add_argument("--model", help=f"zoo model: {', '.join(models.MODELS)}")
     src.add_argument("--checkpoint", help="a .safetensors checkpoint of a zoo model")
-    p.add_argument("--bias", choices=("none", "first", "all"), default="none")
-    p.add_argument("--in-dim", type=_options.integer(minimum=1), default=784,
-                   help="input size for mlp/two_layer")
+    p.add_argument("--bias", choices=models.BIAS_MODES, default=default_of(TrainSpec, "bias"))
+    flat = [n for n, e in models.REGISTRY.items() if e.input_shape is None]
+    p.add_argument("--in-dim", type=_options.integer(minimum=1), default=None,
+                   help=f"input size for {', '.join(flat)} (default: the model's example "
+                        "input, " + ", ".join(
+                            f"{n} {models.REGISTRY[n].example_input[0]}" for n in flat) + ")")
     p.add_argument("--widths", type=_options.int_list(minimum=1), default=None,
-                   help="hidden widths: mlp, comma-separated (default 100,100); two_layer, one "
-                        "width (default 100)")
-    p.add_argument("--seed", type=_options.integer(minimum=0), default=0)
+                   help=f"hidden widths, comma-separated ({', '.join(_users('widths'))}; "
+                        "default: the model's own, as for marginlab train)")
+    p.add_argument("--seed", type=_options.integer(minimum=0),
+                   default=default_of(TrainSpec, "seed"))
     p.add_argument("--json", action="store_true")
+
+
+def _from_registry(args: argparse.Namespace):
+    """The zoo model of the command line, built by its registry entry, and its input shape."""
+    from marginlab.errors import MarginlabError
+
+    entry = models.entry(args.model, "--model")
+    if args.widths is not None and "widths" not in entry.uses:
+        raise MarginlabError(f"--widths applies to {' and '.join(_users('widths'))}, not "
+                             f"{args.model}")
+    widths = TrainSpec(model=args.model).widths if args.widths is None else args.widths
+    settings = models.ModelSettings(bias=args.bias, widths=widths,
+                                    width=default_of(TrainSpec, "width"), seed=args.seed)
+    settings = entry.check(settings, lambda name: "--" + name)
+    shape = entry.example_input
+    if entry.input_shape is None and args.in_dim is not None:
+        shape = (args.in_dim,)
+    return entry.build(settings, shape), shape
+
+
+def _checkpoint_shape(name: str, kwargs: dict) -> tuple[int, ...]:
+    """A sample shape that fits a zoo model built with ``kwargs``."""
+    example = models.entry(name).example_input
+    if models.entry(name).input_shape is None:
+        return (kwargs.get("in_dim") or kwargs.get("d") or example[0],)
+    return (kwargs.get("in_channels", example[0]), *example[1:])
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from marginlab import models, validate
     from marginlab.core import homogeneity
-    from marginlab.errors import MarginlabError
 
     if args.checkpoint:
         model = models.load(args.checkpoint)
         name = model.marginlab_spec["name"]
-        kwargs = model.marginlab_spec["kwargs"]
+        shape = _checkpoint_shape(name, model.marginlab_spec["kwargs"])
     else:
-        name, kwargs = args.model, {"bias": args.bias, "seed": args.seed}
-        if name not in models.MODELS:
-            raise MarginlabError(f"unknown model {name!r} (--model); expected one of "
-                                 f"{', '.join(models.MODELS)}")
-        if args.widths is not None and name not in ("mlp", "two_layer"):
-            raise MarginlabError(f"--widths applies to mlp and two_layer, not {name}")
-        if name == "mlp":
-            kwargs.update(in_dim=args.in_dim, widths=args.widths or [100, 100])
-        elif name == "two_layer":
-            widths = validate.widths(args.widths or [100], "--widths (two_layer)", count=1)
-            kwargs.update(d=args.in_dim, m=widths[0])
-        elif name == "wrn16":
-            if args.bias != "none":
-                raise MarginlabError("wrn16 is built without biases; use --bias none")
-            kwargs.pop("bias")
-        model = models.build(name, **kwargs)
-    if name in INPUT_SHAPES:
-        shape = INPUT_SHAPES[name]
-        shape = (kwargs.get("in_channels", shape[0]), *shape[1:])
-    else:
-        shape = (kwargs.get("in_dim") or kwargs.get("d"),)
+        name = args.model
+        model, shape = _from_registry(args)
     x = torch.rand((8, *shape), generator=torch.Generator().manual_seed(1))
     report = homogeneity.check(model, x)
     if args.json:

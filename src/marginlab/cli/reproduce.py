@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 
 from marginlab.cli import _options
+from marginlab.experiments import RunRequest
+from marginlab.train.settings import default_of
 
 NAME = "reproduce"
 HELP = "run a registered experiment (a paper figure or table) at cpu or paper scale, or --all"
@@ -24,9 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="output directory (default runs/<id>-<scale>, with --all runs/all-<scale>)")
     p.add_argument("--root", default=None, help="directory with the full data set files")
-    p.add_argument("--device", type=_options.device, default="cpu",
-                   help="torch device: cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--seed", type=_options.integer(minimum=0), default=0)
+    p.add_argument("--device", type=_options.device, default=default_of(RunRequest, "device"),
+                   help="torch device: cpu, cuda, cuda:N or mps (default: "
+                        f"{default_of(RunRequest, 'device')})")
+    seed = default_of(RunRequest, "seed")
+    p.add_argument("--seed", type=_options.integer(minimum=0), default=seed,
+                   help=f"base seed (default: {seed})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the scale (repeatable), e.g. --set n_train=500")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")

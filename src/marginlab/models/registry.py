@@ -104,6 +104,9 @@ class ModelEntry:
         if settings.bias not in BIAS_MODES:
             raise MarginlabError(f"{label('bias')} must be one of {', '.join(BIAS_MODES)}, got "
                                  f"{settings.bias!r}")
+        if self.biases == ("none",) and settings.bias != "none":
+            raise MarginlabError(f"{self.name} is built without biases; use {label('bias')} "
+                                 f"none (got {settings.bias!r})")
         if settings.bias not in self.biases:
             raise MarginlabError(f"{self.name} takes {label('bias')} {' or '.join(self.biases)}"
                                  f", got {settings.bias!r}")
