@@ -39,6 +39,11 @@ def _users(name: str) -> str:
     return ", ".join(n for n, e in models.REGISTRY.items() if name in e.uses)
 
 
+def _own_widths() -> str:
+    return "".join(f"{n} {','.join(map(str, e.default_widths))}, "
+                   for n, e in models.REGISTRY.items() if e.default_widths is not None)
+
+
 def _fit(name: str) -> Any:
     """FitConfig's default of ``name``: the loop and the spec share one."""
     return default_of(FitConfig, name)
@@ -51,8 +56,8 @@ class TrainSpec:
     Each field's help text (what it means, its units) is in its metadata, see
     ``marginlab train --help``; :func:`dataclasses.fields` lists them.
     ``widths`` and ``margin_convention`` default to ``None``, which the spec resolves when it
-    is made: the model's own hidden widths (``two_layer``: 100; else 100,100) and
-    ``paper_with_bias`` for ``bias="all"`` (else ``homogeneous``).
+    is made: the model's own hidden widths (its registry entry's ``default_widths``, else
+    :data:`DEFAULT_WIDTHS`) and ``paper_with_bias`` for ``bias="all"`` (else ``homogeneous``).
     """
 
     model: str = setting("mnist_cnn", help=f"zoo model: {', '.join(models.MODELS)}")
@@ -62,8 +67,7 @@ class TrainSpec:
     widths: list[int] | None = setting(
         None, minimum=1,
         help=f"hidden widths, comma-separated ({_users('widths')}); default: the model's own "
-             f"(two_layer {','.join(map(str, models.REGISTRY['two_layer'].default_widths))}, "
-             f"else {','.join(map(str, DEFAULT_WIDTHS))})")
+             f"({_own_widths()}else {','.join(map(str, DEFAULT_WIDTHS))})")
     width: float = setting(1.0, help=f"width multiplier of every hidden layer "
                                      f"({_users('width')})")
     data: str = setting("mnist5k", help=f"data set: {', '.join(data_mod.DATASETS)}")
@@ -165,8 +169,7 @@ class TrainSpec:
         name = label or str
         entry = models.entry(self.model, name("model") if label else None)
         own = entry.check(self.model_settings(), name)
-        out = dataclasses.replace(self, bias=own.bias, widths=list(own.widths),
-                                  width=own.width)
+        out = dataclasses.replace(self, bias=own.bias, widths=own.widths, width=own.width)
         hints = _hints()
         for f in dataclasses.fields(self):
             if f.name in _CHECKS:
