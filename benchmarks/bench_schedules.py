@@ -3,6 +3,11 @@ loss-based momentum schedule (marginlab.train.schedules), on the same model, dat
 
     .venv/bin/python benchmarks/bench_schedules.py --workload B --seeds 0 1 2 --budget 60
     nice .venv/bin/python benchmarks/bench_schedules.py --workload A --budget 400 --jobs 2
+    .venv/bin/python benchmarks/bench_schedules.py --workload B --jobs 2 --rev d2dc445
+
+With ``--rev REV`` every (schedule, seed) also runs on the code of git revision REV (its own
+``src/`` and its own ``run_one``), in the same process pool, interleaved with this code's runs,
+so that one run compares two versions under the same load.
 
 Each (schedule, seed) run is a fresh process with one torch thread; it stops once that process
 has used ``--budget`` CPU seconds (``time.process_time``, so other load on the machine does not
@@ -15,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import math
 import multiprocessing
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -81,6 +90,45 @@ def run_one(workload: str, schedule_name: str, seed: int, budget: float) -> dict
     return {"workload": workload, "schedule": schedule_name, "seed": seed, "budget": budget,
             "history": [{k: r[k] for k in KEEP} for r in history],
             "test_acc": float((out.q > 0).double().mean())}
+
+
+HERE = "this code"
+
+
+def run_version(tree: str | None, workload: str, schedule_name: str, seed: int,
+                budget: float) -> dict:
+    """:func:`run_one` of the code in ``tree`` (a checkout's root; None: this code), in a fresh
+    interpreter whose ``sys.path`` holds only that code's ``src`` and ``benchmarks``."""
+    root = Path(__file__).resolve().parents[1] if tree is None else Path(tree)
+    code = ("import json, sys; from bench_schedules import run_one; "
+            "json.dump(run_one(*json.loads(sys.argv[1])), sys.stdout)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"),
+                                                        str(root / "benchmarks")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code,
+                           json.dumps([workload, schedule_name, seed, budget])],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{schedule_name} seed {seed} on {tree or HERE} failed:\n"
+                           f"{proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout)
+    result["version"] = HERE if tree is None else Path(tree).name
+    return result
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``src`` and ``benchmarks`` folders of git revision ``rev``, unpacked under ``into``."""
+    repo = Path(__file__).resolve().parents[1]
+    target = into / rev
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev, "src",
+                              "benchmarks"], capture_output=True, check=True).stdout
+    with tempfile.TemporaryFile() as fh:
+        fh.write(archive)
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(target, filter="data")
+    return target
 
 
 # --- analysis -----------------------------------------------------------------------------
@@ -231,6 +279,52 @@ def markdown(results: list[dict], workload: str, budget: float, command: str,
     return "\n".join(lines)
 
 
+def versions_markdown(results: list[dict], workload: str, budget: float, command: str,
+                      date: str | None = None) -> str:
+    """Each version's CPU seconds to the loss targets and its speed-ups, then each schedule's
+    CPU seconds on the other version relative to this code's, at the same targets."""
+    versions = list(dict.fromkeys(r["version"] for r in results))
+    lines = [f"## Two versions on workload {workload}: {WORKLOADS[workload]['title']}", "",
+             f"{date or time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}.", "",
+             f"Command: `{command}`", "",
+             f"Every (version, schedule, seed) ran in one process pool, interleaved; "
+             f"{budget:g} CPU seconds per run; mean ± std over seeds.", ""]
+    by_version = {}
+    for v in versions:
+        by = {name: runs for name in SCHEDULES
+              if (runs := [r for r in results if r["version"] == v and r["schedule"] == name])}
+        by_version[v] = by
+        lines += [f"### {v}", "",
+                  "| schedule | " + " | ".join(f"log10 L = {t:g}" for t in LOSS_TARGETS)
+                  + f" | γ̃ at {budget:g} s |", "|---" * (len(LOSS_TARGETS) + 2) + "|"]
+        for name, runs in by.items():
+            cells = [_time_cell(_times(runs, "log10_loss_mean", t, below=True), budget)
+                     for t in LOSS_TARGETS]
+            final = _mean_std([value_at(r["history"], "smoothed_margin_multi", budget)
+                               for r in runs])
+            lines.append(f"| {SCHEDULES[name][0]} | " + " | ".join(cells) + f" | {final} |")
+        lines += [""] + [f"- {s}" for s in speedups(by, workload, budget)] + [""]
+    if len(versions) == 2:
+        here, other = versions if versions[0] == HERE else versions[::-1]
+        lines += [f"### CPU seconds on {other} relative to {here}", "",
+                  "| schedule | " + " | ".join(f"log10 L = {t:g}" for t in LOSS_TARGETS)
+                  + " |", "|---" * (len(LOSS_TARGETS) + 1) + "|"]
+        for name in by_version[here]:
+            if name not in by_version[other]:
+                continue
+            cells = []
+            for t in LOSS_TARGETS:
+                a = _times(by_version[other][name], "log10_loss_mean", t, below=True)
+                b = _times(by_version[here][name], "log10_loss_mean", t, below=True)
+                if None in a or None in b:
+                    cells.append("—")
+                else:
+                    cells.append(f"{statistics.fmean(a) / statistics.fmean(b):.2f}x")
+            lines.append(f"| {SCHEDULES[name][0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot(results: list[dict], workload: str, path: Path) -> Path:
     import matplotlib
 
@@ -275,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
                    default=DEFAULT_SCHEDULES)
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one process each)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--rev", default=None,
+                   help="also run every (schedule, seed) on the code of this git revision, in "
+                        "the same pool")
     p.add_argument("--from-json", type=Path, default=None,
                    help="write the table and plot again from a saved schedules_<workload>.json")
     args = p.parse_args(argv)
@@ -289,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = storage.read_json(args.from_json)
         return _write(saved["results"], args.workload, saved["budget"], saved["command"],
                       args.out, saved.get("date"))
+    if args.rev is not None:
+        return _compare(args, budget, command)
     tasks = [(args.workload, s, seed, budget) for seed in args.seeds for s in args.schedules]
     results = []
     ctx = multiprocessing.get_context("spawn")
@@ -302,6 +401,33 @@ def main(argv: list[str] | None = None) -> int:
                        {"command": command, "budget": budget, "date": date,
                         "results": results})
     return _write(results, args.workload, budget, command, args.out, date)
+
+
+def _compare(args: argparse.Namespace, budget: float, command: str) -> int:
+    from tqdm.auto import tqdm
+
+    from marginlab import storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = str(export_revision(args.rev, Path(tmp)))
+        tasks = [(version, args.workload, s, seed, budget) for seed in args.seeds
+                 for s in args.schedules for version in (None, tree)]
+        results = []
+        with cf.ThreadPoolExecutor(args.jobs) as pool:  # each task is its own interpreter
+            futures = [pool.submit(run_version, *t) for t in tasks]
+            for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="runs",
+                            disable=None):
+                results.append(fut.result())
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
+    stem = f"versions_{args.workload}"
+    storage.write_json(args.out / f"{stem}.json", {"command": command, "budget": budget,
+                                                    "date": date, "results": results})
+    results.sort(key=lambda r: (r["version"] != HERE, list(SCHEDULES).index(r["schedule"]),
+                                r["seed"]))
+    text = versions_markdown(results, args.workload, budget, command, date)
+    storage.atomic_write_text(args.out / f"{stem}.md", text + "\n")
+    print(text)
+    return 0
 
 
 def _write(results: list[dict], workload: str, budget: float, command: str, out: Path,
