@@ -695,16 +695,14 @@ api("validators", "experiment override eta=inf",
 # ---------------------------------------------------------------------------------------------
 
 def fingerprint(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root``: kind, size, mtime and SHA-256 of files. A run directory's
-    lock file is left out: whoever takes the lock writes its own pid there."""
+    """Every entry under ``root``: kind, size, mtime and SHA-256 of files (a run directory's
+    lock file included: a refused command leaves it as it was)."""
     out: dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             p = Path(dirpath) / name
             out[str(p.relative_to(root))] = ("dir",)
         for name in filenames:
-            if name == ".lock":
-                continue
             p = Path(dirpath) / name
             st = p.stat()
             out[str(p.relative_to(root))] = ("file", st.st_size, st.st_mtime_ns,

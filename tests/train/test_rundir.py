@@ -193,6 +193,20 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+def test_a_refused_run_leaves_the_lock_file_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    _run(run, 2)
+    lock = run / ".lock"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    with pytest.raises(RunDirectoryError):
+        _run(run, 2, seed=5)  # a different run
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+    lock.unlink()  # a run directory from before lock files: refused, and given none
+    with pytest.raises(RunDirectoryError):
+        _run(run, 2, seed=5)
+    assert not lock.exists()
+
+
 def test_lock_is_released_after_a_run_and_after_an_error(tmp_path):
     run = tmp_path / "run"
     _run(run, 2)

@@ -174,8 +174,11 @@ class RunDir:
         return dict(sorted(found.items()))
 
     # --- the lock ------------------------------------------------------------------------
-    def lock(self) -> None:
+    def lock(self, *, sign: bool = True) -> None:
         """Take the directory's exclusive lock (created with the directory if need be).
+
+        Args:
+            sign: write this process's id into the lock file (see :meth:`sign_lock`).
 
         Raises:
             RunDirectoryError: another process holds it, or the directory cannot be made.
@@ -195,10 +198,16 @@ class RunDir:
             os.close(fd)
             raise RunDirectoryError(f"{self.path} is in use by another process ({holder}); wait "
                                     "for it to finish or choose another directory") from None
+        self._lock_fd = fd
+        if sign:
+            self.sign_lock()
+
+    def sign_lock(self) -> None:
+        """Write who holds the lock into the lock file, for the message another process gets."""
+        fd = self._lock_fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode(), 0)
-        self._lock_fd = fd
 
     def confirm_resume(self) -> None:
         """Record the resumed run's new budgets in config.json (after verification)."""
@@ -241,12 +250,17 @@ class RunDir:
             # Refuse to touch, let alone wipe, a directory that marginlab did not write.
             raise RunDirectoryError(
                 f"{self.path} is not empty and holds no marginlab run; choose another directory")
-        self.lock()
+        had_lock_file = self.lock_path.exists()
+        self.lock(sign=False)  # a refused run leaves the directory as it was
         try:
-            return self._prepare_locked(config, resume=resume, overwrite=overwrite)
+            resumed = self._prepare_locked(config, resume=resume, overwrite=overwrite)
         except BaseException:
             self.unlock()
+            if not had_lock_file:
+                self.lock_path.unlink(missing_ok=True)
             raise
+        self.sign_lock()
+        return resumed
 
     def _prepare_locked(self, config: dict, *, resume: bool, overwrite: bool) -> bool:
         if self._foreign():  # written by someone else since the check above
