@@ -229,7 +229,7 @@ def _flip_tensor_byte(path: Path) -> None:
     ("bit_flip", "SHA-256"),
     ("metrics_short", "ends at epoch 2 but the checkpoint is at epoch 3"),
     ("metrics_edited", "does not match the checkpoint"),
-    ("metrics_truncated_line", "incomplete line"),
+    ("metrics_cut_before_checkpoint", "incomplete line"),
     ("metrics_garbage_line", "line 2 is not valid JSON"),
     ("metrics_wrong_epoch", "line 2 is not the record of epoch 2"),
     ("checkpoint_missing", "no checkpoint"),
@@ -249,8 +249,8 @@ def test_damaged_run_is_refused_and_left_as_it_is(damage, fragment, tmp_path):
         rec = json.loads(lines[2])
         rec["log_loss_sum"] *= 1 + 1e-12
         metrics.write_text("".join(lines[:2]) + json.dumps(rec) + "\n")
-    elif damage == "metrics_truncated_line":
-        metrics.write_text("".join(lines) + lines[2][:40])
+    elif damage == "metrics_cut_before_checkpoint":
+        metrics.write_text(lines[0] + lines[1][:40])
     elif damage == "metrics_garbage_line":
         metrics.write_text(lines[0] + "{not json\n" + lines[2])
     elif damage == "metrics_wrong_epoch":
@@ -273,6 +273,18 @@ def test_damaged_run_is_refused_and_left_as_it_is(damage, fragment, tmp_path):
             _run(run, 5, resume=True)
     _refused(exc, fragment)
     assert _files(run) == before
+
+
+def test_a_metrics_line_cut_off_past_the_checkpoint_is_dropped_on_resume(tmp_path):
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    _run(run, 3)
+    metrics = run / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + whole.splitlines()[-1][:40])  # epoch 4's write, cut off
+    resumed = _run(run, 5, resume=True).history
+    reference = _run(straight, 5).history
+    assert resumed.column("log_loss_sum") == reference.column("log_loss_sum")
+    assert metrics.read_text().endswith("\n") and len(metrics.read_text().splitlines()) == 5
 
 
 def test_resume_refuses_what_defines_the_run_and_accepts_budgets(tmp_path):

@@ -351,10 +351,13 @@ class RunDir:
         return Checkpoint(tensors, state)
 
     # --- metrics ---------------------------------------------------------------------------
-    def _metrics_lines(self) -> list[str]:
-        """The complete lines of metrics.jsonl, refusing an incomplete last line."""
+    def _metrics_lines(self, checkpoint_epoch: int) -> tuple[list[str], bool]:
+        """The complete lines of metrics.jsonl, and whether an incomplete last line (a write
+        cut off by a crash or a full disk) followed them. Such a line is dropped when at least
+        ``checkpoint_epoch`` complete lines precede it: it belongs to an epoch past the
+        checkpoint, which a resumed run computes again. Otherwise it is refused."""
         if not self.metrics_path.exists():
-            return []
+            return [], False
         raw = self.metrics_path.read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -362,22 +365,25 @@ class RunDir:
             raise RunDirectoryError(f"{self.metrics_path} is not UTF-8 text (byte "
                                     f"{exc.start})") from None
         lines = text.split("\n")
-        if lines[-1] != "":
+        cut = lines.pop()
+        if cut and len(lines) < checkpoint_epoch:
             raise RunDirectoryError(
-                f"{self.metrics_path} ends in an incomplete line ({len(lines[-1])} bytes after "
-                f"epoch line {len(lines) - 1}); remove that partial line by hand to resume")
-        return lines[:-1]
+                f"{self.metrics_path} ends in an incomplete line ({len(cut)} bytes after "
+                f"epoch line {len(lines)}) before the checkpoint's epoch {checkpoint_epoch}; "
+                "refusing to resume")
+        return lines, bool(cut)
 
     def metrics_until(self, epoch: int, expect: dict | None = None) -> list[dict]:
         """Verify that metrics.jsonl holds epochs 1..``epoch`` (at least) and that the record of
         ``epoch`` has the values ``expect`` (the checkpoint's); then drop the lines past
-        ``epoch`` (they are recomputed on resume, bit for bit). Returns the records 1..``epoch``.
+        ``epoch``, an incomplete last one included (they are recomputed on resume, bit for
+        bit). Returns the records 1..``epoch``.
 
         Raises:
             RunDirectoryError: a line is not a JSON record, the epochs are not 1, 2, ..., the
                 file ends before ``epoch``, or the record of ``epoch`` disagrees.
         """
-        lines = self._metrics_lines()
+        lines, cut = self._metrics_lines(epoch)
         records = []
         for i, line in enumerate(lines, start=1):
             try:
@@ -396,7 +402,7 @@ class RunDir:
             if storage.to_jsonable(value) != records[epoch - 1].get(key):
                 raise RunDirectoryError(f"{self.metrics_path}: epoch {epoch} does not match the "
                                         f"checkpoint ({key} differs); refusing to resume")
-        if len(records) > epoch:
+        if len(records) > epoch or cut:
             storage.atomic_write_text(self.metrics_path,
                                       "".join(s + "\n" for s in lines[:epoch]))
         return records[:epoch]
