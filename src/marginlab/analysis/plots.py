@@ -13,35 +13,21 @@ import numpy as np
 from marginlab.analysis.audit import DirectionCosines, MonotonicityAudit
 from marginlab.analysis.mexican_hat import MexicanHatResult
 from marginlab.analysis.rates import RateFit, log_flow_times
+from marginlab.io.plots import pyplot, save_figure
 
 __all__ = ["plot_direction", "plot_kkt", "plot_kkt_fall", "plot_mexican_hat", "plot_rates",
            "plot_smoothed_margin"]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, layout=False, bbox_inches="tight")
 
 
 def plot_kkt(epochs: Sequence[int], eps_relative: Sequence[float], delta: Sequence[float],
              path: str | os.PathLike, *, tau: float, n_active: Sequence[int] | None = None,
              title: str = "") -> Path:
     """ε/‖θ‖ and δ of the (ε, δ)-KKT certificate against the epoch (log scales)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
     ax.plot(epochs, eps_relative, "o-", color="C0")
@@ -78,7 +64,7 @@ def plot_smoothed_margin(records: Sequence[dict], audits: Sequence[MonotonicityA
                          path: str | os.PathLike, *, title: str = "") -> Path:
     """γ̃ and γ̃_multi against the epoch, the start of the monotone regime (L < ℓ(0)) and the
     epochs where the audit found a decrease (red marks)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(audits), figsize=(5.2 * len(audits), 3.8), squeeze=False)
     for ax, audit in zip(axes[0], audits):
         pts = [(r["epoch"], r[audit.field]) for r in records
@@ -118,7 +104,7 @@ def plot_rates(records: Sequence[dict], fit: RateFit | None, path: str | os.Path
                title: str = "", set_by_schedule: bool = False) -> Path:
     """log L and log ρ against log T, with the fits of Theorem 4.3's forms (no loss fit when
     the schedule sets the step from the loss: that relation is fixed by construction)."""
-    plt = _plt()
+    plt = pyplot()
     log_T = np.array(log_flow_times(records))
     log_L = np.array([float(r["log_loss_sum"]) for r in records])
     rho = np.array([float(r["rho"]) for r in records])
@@ -166,7 +152,7 @@ def plot_rates(records: Sequence[dict], fit: RateFit | None, path: str | os.Path
 
 def plot_direction(cos: DirectionCosines, path: str | os.PathLike, *, title: str = "") -> Path:
     """1 − cos between directions k epochs apart and to the last checkpoint (log scale)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     floor = 1e-16
     if cos.pairs:
@@ -189,7 +175,7 @@ def plot_direction(cos: DirectionCosines, path: str | os.PathLike, *, title: str
 def plot_mexican_hat(results: Sequence[MexicanHatResult], path: str | os.PathLike) -> Path:
     """Appendix J: the direction (u, v) spiralling to the unit circle, 1 − r → 0 while the
     turns grow, ψ settling in the valley, and log(1 − γ̃) = log f falling (γ̃ non-decreasing)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
     theta = np.linspace(0, 2 * np.pi, 400)
     ax = axes[0, 0]
@@ -250,7 +236,7 @@ def plot_kkt_fall(results: Mapping[str, Sequence[dict]], path: str | os.PathLike
     """ε/‖θ‖ of (P) along training, one colour per arm and one line per seed: against the
     step (left; dotted: ReLU with h over Clarke's hull at near-kink units), against log T
     (middle; dashed: one constraint per sample, arg-max), and the loss."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     markers = "osd^v<>"
     for i, (arm, runs) in enumerate(results.items()):
@@ -299,7 +285,7 @@ def plot_flow_rates(paths: Mapping[str, Sequence[tuple[dict, dict]]],
     """Theorem 4.3 for each model (one colour) and seed: the loss against T (lines: gradient
     flow, dots: constant-step GD), L·T·(log T)^(2−2/L), flat when the theorem's form holds, and
     ‖θ‖^L against log T with the fitted line (intercept: the initial norm)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for i, (kind, runs) in enumerate(paths.items()):
         for k, (flow, gd) in enumerate(runs):

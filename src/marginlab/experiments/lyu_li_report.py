@@ -12,7 +12,7 @@ from marginlab import run_report
 from marginlab.claims import Claim, paired_effect, render_table_html, render_table_md
 from marginlab.experiments import RunRequest
 from marginlab.io import plots
-from marginlab.io.plots import _mpl, save_figure
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 
 __all__ = ["PAPER_TABLE1", "write_report"]
@@ -83,7 +83,7 @@ def _kkt_plot(out: Path, series: dict[str, list[dict]], tau: float) -> str | Non
     pts = {k: v for k, v in pts.items() if v}
     if not pts:
         return None
-    plt = _mpl()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (name, p) in enumerate(pts.items()):
         ax.plot([q["epoch"] for q in p], [q["eps_relative"] for q in p],

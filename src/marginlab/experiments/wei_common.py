@@ -18,7 +18,7 @@ from marginlab.sweep import Trial, TrialRecord, format_mean_std, trial_id, versi
 from marginlab.sweep import mean_std as _mean_std
 from marginlab.sweep import run_trials as run_sweep_trials
 
-__all__ = ["MIN_SLOPE_POINTS", "log_slope", "mean_std", "ms_text", "numbers", "pyplot",
+__all__ = ["MIN_SLOPE_POINTS", "log_slope", "mean_std", "ms_text", "numbers",
            "raise_failures", "run_trials", "versions"]
 
 ms_text = format_mean_std
@@ -58,16 +58,6 @@ def raise_failures(records: Sequence[TrialRecord], out: Path) -> None:
         raise MarginlabError(f"{len(failed)} of {len(records)} trials failed (first: "
                              f"{failed[0].error}); see {out / 'trials.jsonl'}; the report "
                              "covers the others")
-
-
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def numbers(values) -> list[float]:

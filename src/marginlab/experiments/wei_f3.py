@@ -47,7 +47,8 @@ from marginlab.data.synthetic import one_dimensional
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_common import mean_std, pyplot, versions
+from marginlab.experiments.wei_common import mean_std, versions
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
 from marginlab.progress import Progress
@@ -322,8 +323,7 @@ def _plot(summary, functions, lambdas, plots: Path) -> None:
     bx.set_title(f"normalized functions at λ = {f['lam']:.0e} (trial 0)")
     bx.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(plots / "margin_vs_lambda.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, plots / "margin_vs_lambda.png", dpi=120, layout=False)
 
 
 def _report(request, out, summary, lambdas, wall) -> Path:

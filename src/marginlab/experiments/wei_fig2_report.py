@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from marginlab.claims import read_claims, render_table_html, render_table_md
-from marginlab.experiments.wei_common import mean_std, ms_text, numbers, pyplot
+from marginlab.experiments.wei_common import mean_std, ms_text, numbers
 from marginlab.experiments.wei_generalization import results_where, settings_block, trainer_text
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report, fmt
 
 __all__ = ["FIG2_PANELS", "plot_fig2", "write_report"]
@@ -63,8 +64,7 @@ def plot_fig2(records, ns, tasks, plots: Path) -> dict[str, float]:
                      f"dashed: {lemmas} leading terms × one constant", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plots / "fig2.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, plots / "fig2.png", dpi=120, layout=False)
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -93,8 +93,7 @@ def plot_fig2(records, ns, tasks, plots: Path) -> dict[str, float]:
         ax.set_title(f"{task}: the quantities in the bounds")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plots / "fig2_margins.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, plots / "fig2_margins.png", dpi=120, layout=False)
     return scales
 
 

@@ -24,8 +24,8 @@ from marginlab.experiments.wei_common import (
     log_slope,
     mean_std,
     numbers,
-    pyplot,
 )
+from marginlab.io.plots import pyplot, save_figure
 
 __all__ = ["fig2_claims", "fig3_claims", "linear_slope", "plot_fig3"]
 
@@ -136,5 +136,4 @@ def plot_fig3(records: Sequence, widths: Mapping[str, Sequence[int]], path: Path
                          "seeds)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120, layout=False)

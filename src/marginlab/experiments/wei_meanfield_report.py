@@ -17,9 +17,8 @@ import torch
 
 from marginlab.claims import Claim, by_certificate
 from marginlab.experiments import RunRequest
-from marginlab.experiments.wei_common import pyplot
 from marginlab.io import storage
-from marginlab.io.plots import save_figure
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 from marginlab.sweep import format_mean_std
 from marginlab.twolayer import particles, reference

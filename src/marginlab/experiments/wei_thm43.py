@@ -27,7 +27,8 @@ from marginlab.claims import (
 from marginlab.data.synthetic import theorem43
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_common import log_slope, mean_std, pyplot, versions
+from marginlab.experiments.wei_common import log_slope, mean_std, versions
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
 from marginlab.progress import Progress
@@ -212,8 +213,7 @@ def _plot_thm43(summary, dims, slopes, plots: Path) -> None:
     axes[3].set_title("0-1 test error (mean ± std)", fontsize=9)
     axes[3].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plots / "margins_vs_d.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, plots / "margins_vs_d.png", dpi=120, layout=False)
 
 
 def _report_thm43(request, out, summary, dims, slopes, wall) -> Path:

@@ -23,13 +23,14 @@ from marginlab.claims import (
     render_table_md,
 )
 from marginlab.experiments import RunRequest
-from marginlab.experiments.wei_common import ms_text, numbers, pyplot, versions
+from marginlab.experiments.wei_common import ms_text, numbers, versions
 from marginlab.experiments.wei_wd_anneal_schedules import (
     ARMS,
     PAPER_WEIGHT_DECAY,
     paper_cumulative_decay,
     scale_milestones,
 )
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report, fmt
 
 __all__ = ["PAPER_NAMES", "PAPER_TABLE", "paired_differences", "plot_wd_anneal", "wd_claim",
@@ -116,8 +117,7 @@ def plot_wd_anneal(curves: Mapping[str, Mapping[str, list[list[dict]]]],
         bx.set_title(f"{d}: recorded weight decay λ(t) and learning rate (first seed)")
         bx.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plots / "wd_anneal.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, plots / "wd_anneal.png", dpi=120, layout=False)
 
 
 def _model_text(s: Mapping) -> str:

@@ -16,7 +16,8 @@ LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
 
 
-def _mpl():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (every plot of marginlab)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,16 +26,32 @@ def _mpl():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike, *, title: str = "", dpi: int = 110) -> Path:
-    """Title, lay out and write ``fig`` as a PNG (creating the folder), then close it."""
-    plt = _mpl()
+def save_figure(fig, path: str | os.PathLike, *, title: str = "", dpi: int = 110,
+                layout: bool = True, bbox_inches: str | None = None) -> Path:
+    """Title, lay out and write ``fig`` as a PNG (creating the folder), then close it.
+
+    The file is written next to ``path`` and renamed onto it, so a reader never sees half a
+    figure and an interrupted write leaves the former one.
+
+    Args:
+        fig: the figure. path: the PNG to write. title: a suptitle. dpi: resolution.
+        layout: call ``tight_layout`` first (False when the caller laid the figure out).
+        bbox_inches: passed to ``savefig`` (``"tight"`` crops to the drawn area).
+    """
+    plt = pyplot()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -115,7 +132,7 @@ def plot_training(runs: Mapping[str, Sequence[dict]], path: str | os.PathLike,
         runs: label -> metrics records (as in metrics.jsonl).
         path: PNG to write.
     """
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     panels = [
         ("log10_loss_mean", "log10 mean training loss", False, "linear"),
@@ -157,7 +174,7 @@ def plot_margin_vs_time(runs: Mapping[str, Sequence[dict]], path: str | os.PathL
                         *, title: str = "") -> Path:
     """Normalized margin and log10 loss against wall-clock seconds: schedules compared at equal
     compute."""
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (name, records) in enumerate(runs.items()):
         t = [_number(r.get("wall_time")) for r in records]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.robustness.evaluate import RobustCurve
 
 __all__ = ["eps_grid", "plot_curves"]
@@ -35,11 +36,9 @@ def plot_curves(curves: Mapping[str, Mapping[str, RobustCurve]], path: str | os.
         n_points: split name -> number of points (sets the floor of the log axis to 1/(2n)).
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
+    plt = pyplot()
 
     splits = list(curves)
     snaps = list(dict.fromkeys(s for split in splits for s in curves[split]))
@@ -68,10 +67,4 @@ def plot_curves(curves: Mapping[str, Mapping[str, RobustCurve]], path: str | os.
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, layout=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from marginlab.errors import MarginlabError
-from marginlab.io.plots import save_figure
+from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report, fmt
 from marginlab.sweep.spec import TRAIN_REPORT_KEYS
 
@@ -168,11 +168,7 @@ def plot_rows(panels: Mapping[str, list[AggregateRow]], path: str | os.PathLike,
         x: name of the x axis.
         logx: logarithmic x axis (None: when positive x values span two decades or more).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = max(1, len(panels))
     cols = min(n, 3)
     rows_n = math.ceil(n / cols)
