@@ -168,10 +168,6 @@ def per_sample(
     return model_outputs(model, X, y, batch_size=batch_size).q
 
 
-def _group_norm(named: dict[str, Tensor], members) -> float:
-    return math.sqrt(sum(float(named[m].detach().double().pow(2).sum()) for m in members))
-
-
 def measure(
     model: nn.Module,
     X: Tensor,
@@ -251,25 +247,50 @@ class Norms:
         else:
             raise MarginlabError(f"unknown convention {convention!r}")
 
+    def squares(self) -> dict[str, float]:
+        """‖p‖² of every parameter of the model, read back from the device at once (one
+        synchronization however many layers)."""
+        names = list(self.named)
+        with torch.no_grad():
+            values = torch.stack([self.named[m].detach().double().pow(2).sum()
+                                  for m in names]).tolist()
+        return dict(zip(names, values))
+
+    def values(self) -> tuple[float, float]:
+        """(ρ, log Π_i ‖w_i‖^{k_i}) from one read of the parameters' squared norms; NaN or inf
+        when a parameter is not finite."""
+        sq = self.squares()
+        rho = math.sqrt(sum(sq[m] for m in self.rho_members))
+        log_product = sum(self.degrees[g] * math.log(max(math.sqrt(sum(sq[m] for m in ms)),
+                                                         1e-300))
+                          for g, ms in self.groups.items())
+        return rho, log_product
+
     def rho(self) -> float:
         """‖θ‖₂ over the convention's parameters."""
-        return math.sqrt(sum(float(self.named[m].detach().double().pow(2).sum())
-                             for m in self.rho_members))
+        return self.values()[0]
 
     def log_product(self) -> float:
         """log Π_i ‖w_i‖^{k_i}."""
-        return sum(self.degrees[g] * math.log(max(_group_norm(self.named, m), 1e-300))
-                   for g, m in self.groups.items())
+        return self.values()[1]
 
     def logs(self) -> tuple[float, float]:
         """(log ρ^L, log Π_i ‖w_i‖^{k_i})."""
-        return self.order * math.log(max(self.rho(), 1e-300)), self.log_product()
+        rho, log_product = self.values()
+        return self.order * math.log(max(rho, 1e-300)), log_product
 
 
 def stats_from(q: Tensor, log_loss_sum: float, norms: Norms,
-               loss: str | Loss = "cross_entropy") -> MarginStats:
-    """:class:`MarginStats` from per-sample margins q_n, log L and the parameter norms."""
-    rho, log_norm_product = norms.rho(), norms.log_product()
+               loss: str | Loss = "cross_entropy", *,
+               values: tuple[float, float] | None = None) -> MarginStats:
+    """:class:`MarginStats` from per-sample margins q_n, log L and the parameter norms.
+
+    Args:
+        q: margins q_n, shape (N,). log_loss_sum: log L. norms: the model's norms.
+        loss: the loss whose inverse gives the smoothed margins.
+        values: ``norms.values()`` read when q was computed (default: read them now).
+    """
+    rho, log_norm_product = norms.values() if values is None else values
     log_rho_l = norms.order * math.log(max(rho, 1e-300))
     q_min = float(q.min())
     inv = get_loss(loss).inverse(log_loss_sum)

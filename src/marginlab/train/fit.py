@@ -237,7 +237,7 @@ class _Loop:
                 new, log_lr, done, retries = self._attempts(epoch, lam)
                 self.current, self.epoch = new, epoch
                 record = EpochRecord(
-                    epoch=epoch, **new.stats.as_dict(),
+                    epoch=epoch, **self.objective.stats(new).as_dict(),
                     **evaluate_test(self.model, self.test, self.loss, cfg.eval_batch_size),
                     alpha=self.schedule.alpha,
                     lr=math.exp(log_lr) if log_lr < 709 else math.inf, log10_lr=log_lr / LN10,
@@ -361,7 +361,7 @@ class _Loop:
             self.history = History.from_dicts(records)
         except MarginlabError as exc:
             raise RunDirectoryError(f"{run.metrics_path}: {exc}") from None
-        self.current = Evaluation(log_L, log_losses, None, (smoothed[0], smoothed[1]))
+        self.current = Evaluation(log_L, log_losses, (smoothed[0], smoothed[1]))
 
 
 def _snapshot_meta(record: Mapping, threshold: float | None) -> dict:

@@ -30,14 +30,18 @@ class Evaluation:
     Attributes:
         log_loss_sum: log L = log Σ_n ℓ_n (NaN if the parameters or outputs are not finite).
         log_losses: log ℓ_n, float64, shape (N,) (None when not finite).
-        stats: the MarginStats fields (None when not finite, or restored from a checkpoint).
         smoothed: (γ̃, γ̃_multi), the margins a guarded schedule compares (NaN when not finite).
+        q: the margins q_n, float64, shape (N,) (None when not finite, or restored from a
+            checkpoint).
+        norm_values: (ρ, log Π_i ‖w_i‖^{k_i}) at the evaluated parameters (see
+            :meth:`marginlab.margins.Norms.values`).
     """
 
     log_loss_sum: float
     log_losses: Tensor | None = None
-    stats: margins.MarginStats | None = None
     smoothed: tuple[float, float] = (math.nan, math.nan)
+    q: Tensor | None = None
+    norm_values: tuple[float, float] | None = None
 
     @property
     def finite(self) -> bool:
@@ -66,30 +70,42 @@ class Objective:
         self._graph: Tensor | None = None
 
     def evaluate(self) -> Evaluation:
-        """The training set's log L, per-sample log-losses and margin statistics."""
+        """The training set's log L, per-sample log-losses, margins and smoothed margins.
+
+        Every attempt of an epoch is evaluated, so this computes only what a schedule decides
+        on; :meth:`stats` completes the statistics of an epoch that is kept.
+        """
         self._graph = None
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            return NOT_FINITE
-        log_losses, qs = [], []
+        values = self.norms.values()
+        if not all(map(math.isfinite, values)):
+            return NOT_FINITE  # a parameter is not finite
+        log_losses, qs, finite = [], [], []
         with torch.set_grad_enabled(self.keep_graph):
             for start in range(0, self.X.shape[0], self.chunk):
                 out = self.model(self.X[start:start + self.chunk])
                 out = out.reshape(out.shape[0], -1)
-                if not torch.isfinite(out).all():
-                    return NOT_FINITE  # overflow counts as "did not decrease"
+                finite.append(torch.isfinite(out).all())
                 yb = self.y[start:start + self.chunk]
                 log_losses.append(batch_log_loss(out, yb, self.loss))
                 qs.append(targets.margins(out.detach(), yb))
             per_sample = torch.cat(log_losses)
             log_L = torch.logsumexp(per_sample, 0)
-        if self.keep_graph:
-            self._graph = log_L
+        if not bool(torch.stack(finite).all()):
+            return NOT_FINITE  # overflow counts as "did not decrease"
         value = float(log_L.detach())
         if not math.isfinite(value):
             return NOT_FINITE
-        stats = margins.stats_from(torch.cat(qs), value, self.norms, self.loss)
-        return Evaluation(value, per_sample.detach(), stats,
-                          (stats.smoothed_margin, stats.smoothed_margin_multi))
+        if self.keep_graph:
+            self._graph = log_L
+        inv = self.loss.inverse(value)
+        log_rho_l = self.norms.order * math.log(max(values[0], 1e-300))
+        smoothed = (margins.scaled(inv, log_rho_l), margins.scaled(inv, values[1]))
+        return Evaluation(value, per_sample.detach(), smoothed, torch.cat(qs), values)
+
+    def stats(self, evaluation: Evaluation) -> margins.MarginStats:
+        """Every :class:`~marginlab.margins.MarginStats` field of a (finite) evaluation."""
+        return margins.stats_from(evaluation.q, evaluation.log_loss_sum, self.norms, self.loss,
+                                  values=evaluation.norm_values)
 
     def gradient(self) -> None:
         """Put ∇ log L at the parameters of the last :meth:`evaluate` into ``p.grad``."""

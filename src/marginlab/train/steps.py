@@ -163,9 +163,8 @@ def sgd_epoch(model: nn.Module, params: list[Tensor], X: Tensor, y: Tensor, loss
                 for p in with_grad:
                     p.grad.add_(p, alpha=coef)
         with torch.no_grad():
-            for p in params:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-step)
+            stepped = [p for p in params if p.grad is not None]
+            torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-step)
         steps += 1
     return steps
 
@@ -193,9 +192,6 @@ class HeavyBall(StepRule):
     def begin(self, params: list[Tensor]) -> None:
         self.velocity = [torch.zeros_like(p) for p in params]
         self._grad_cache = None
-
-    def eval_chunk(self, eval_batch_size: int, batch_size: int | None, n: int) -> int:
-        return min(eval_batch_size, n if _full(batch_size, n) else batch_size)
 
     def keeps_graph(self, batch_size: int | None, n: int) -> bool:
         return _full(batch_size, n) and n <= GRAPH_SAMPLES
@@ -288,11 +284,11 @@ def heavy_ball_epoch(model: nn.Module, params: list[Tensor], velocity: list[Tens
 
 def _heavy_ball(params: list[Tensor], velocity: list[Tensor], grads: list[Tensor],
                 alpha: float, mu: float) -> None:
-    """v ← μ v − α g; θ ← θ + v (in place)."""
+    """v ← μ v − α g; θ ← θ + v (in place, one fused call per operation over all tensors)."""
     with torch.no_grad():
-        for p, v, g in zip(params, velocity, grads):
-            v.mul_(mu).add_(g, alpha=-alpha)
-            p.add_(v)
+        torch._foreach_mul_(velocity, mu)
+        torch._foreach_add_(velocity, grads, alpha=-alpha)
+        torch._foreach_add_(params, velocity)
 
 
 def _grad(p: Tensor) -> Tensor:
