@@ -47,8 +47,15 @@ def test_cli_starts_and_stops_its_own_ray_instance(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False)
+def ray_instance(tmp_path_factory):
+    # Started away from the checkout, as on a cluster, Ray's workers see the installed package
+    # but not the test modules (which the tests ship by value where they need them).
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False)
+    finally:
+        os.chdir(cwd)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -163,7 +170,7 @@ def test_failures_and_resume_on_ray(tmp_path, ray_instance):
     # Ray's workers cannot import this test module: every trial fails, each with that error.
     lost = run_sweep(spec, out, backend="ray", progress=False, source=SOURCE)
     assert len(lost.failed) == 6 and not (tmp_path / "calls.jsonl").exists()
-    assert all("No module named 'test_sweep'" in r.error and "\n" not in r.error
+    assert all("No module named 'tests'" in r.error and "\n" not in r.error
                for r in lost.failed), lost.failed[0].error
     # Shipped by value, the trial runs on the workers; the resumed sweep reruns every trial.
     ray.cloudpickle.register_pickle_by_value(sys.modules[dummy_trial.__module__])
