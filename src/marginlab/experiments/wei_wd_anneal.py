@@ -67,6 +67,7 @@ from marginlab.experiments.wei_wd_anneal_trial import (
     wd_anneal_trial,
 )
 from marginlab.io import storage
+from marginlab.train.rundir import RunDir
 
 # The schedules, the trial and the report are in wei_wd_anneal_schedules, _trial and _report;
 # their public names are re-exported here.
@@ -150,7 +151,7 @@ def run_wd_anneal(request: RunRequest) -> Path:
     records = run_trials(out, wd_anneal_trial, points, workers=s["workers"],
                          resume=request.resume, desc="wei-wd-anneal")
     wall = time.perf_counter() - start
-    curves = {d: {arm: [storage.read_jsonl(Path(st["run_dir"]) / "metrics.jsonl")
+    curves = {d: {arm: [storage.read_jsonl(RunDir(st["run_dir"]).metrics_path)
                         for p, st in points
                         if p["data"] == d and p["weight_decay_schedule"] == arm]
                   for arm in ARMS} for d in names}

@@ -32,6 +32,7 @@ from marginlab.experiments.wei_wd_anneal_schedules import (
 )
 from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report, fmt
+from marginlab.train.rundir import RunDir
 
 __all__ = ["PAPER_NAMES", "PAPER_TABLE", "paired_differences", "plot_wd_anneal", "wd_claim",
            "write_report"]
@@ -215,8 +216,8 @@ def write_report(request: RunRequest, out: Path, per_data: Mapping[str, Mapping]
         for arm in ARMS:
             for k in range(s["trials"]):
                 name = f"{d}-{arm}-seed{request.seed + k}"
-                rep.raw(f'<p><a href="runs/{name}/metrics.jsonl">{name}</a></p>',
-                        f"- [{name}](runs/{name}/metrics.jsonl)\n")
+                link = f"runs/{name}/{RunDir(name).metrics_path.name}"
+                rep.raw(f'<p><a href="{link}">{name}</a></p>', f"- [{name}]({link})\n")
     rep.heading("Settings")
     resolved = {f"{key} ({d})": sd[key] for d, sd in per_data.items()
                 for key in ("weight_decay", "wd_milestones")}
