@@ -350,7 +350,7 @@ def test_a_failed_write_is_one_line_and_leaves_the_last_checkpoint(tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device", filename)
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr("marginlab.train.rundir.save_file", full_disk)
+    monkeypatch.setattr("marginlab.train.checkpoint.save_file", full_disk)
     with pytest.raises(RunDirectoryError) as exc:
         _run(run, 5, resume=True)
     _refused(exc, "No space left on device")

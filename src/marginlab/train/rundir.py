@@ -38,25 +38,23 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from marginlab.errors import MarginlabError, RunDirectoryError
 from marginlab.io import storage
 from marginlab.io.environment import environment
+from marginlab.train import checkpoint
+from marginlab.train.checkpoint import CHECKPOINT_FORMAT, Checkpoint
 
-__all__ = ["IDENTITY_KEYS", "Checkpoint", "RunDir", "environment"]
+__all__ = ["CHECKPOINT_FORMAT", "IDENTITY_KEYS", "Checkpoint", "RunDir", "environment"]
 
 # Config entries that define a run: a directory holding a run that differs in any of these is
 # another run. The others (budgets: epochs, max_time, max_cpu_time, stop_at_log10_loss; and
 # checkpoint_every, trajectory_every, max_retries, device) may change on resume.
 IDENTITY_KEYS = ("model", "data", "schedule", "loss", "batch_size", "seed", "dtype",
                  "weight_decay", "snapshots_at", "margin_convention", "eval_batch_size")
-CHECKPOINT_FORMAT = "marginlab-checkpoint/2"
 LOCK_NAME = ".lock"
 _TRAJECTORY_FILE = re.compile(r"^epoch-(\d+)\.safetensors$")
 TAIL_BYTES = 65536  # read by last_metrics: many times the longest metrics line
@@ -66,31 +64,6 @@ def identity(config: dict) -> str:
     """SHA-256 of the config entries that define the run (:data:`IDENTITY_KEYS`)."""
     ident = {k: storage.to_jsonable(config.get(k)) for k in IDENTITY_KEYS}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-
-
-def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, and the metadata."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    for key in sorted(metadata):
-        h.update(f"{key}\0{metadata[key]}\0".encode())
-    return h.hexdigest()
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: its tensors by name and the trainer's state."""
-
-    tensors: dict[str, torch.Tensor]
-    state: dict
-
-    def group(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors named ``prefix.*``, without the prefix."""
-        return {k[len(prefix) + 1:]: v for k, v in self.tensors.items()
-                if k.startswith(prefix + ".")}
 
 
 class RunDir:
@@ -298,22 +271,7 @@ class RunDir:
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         """Write the checkpoint atomically, with its config identity and checksum."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        metadata = {"format": CHECKPOINT_FORMAT,
-                    "state": json.dumps(storage.to_jsonable(state)),
-                    "identity": identity(self.config())}
-        metadata["sha256"] = _digest(tensors, metadata)
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        checkpoint.write(self.checkpoint_path, tensors, state, identity(self.config()))
 
     def load_checkpoint(self) -> Checkpoint:
         """The checkpoint, verified: readable, of this format, with a matching checksum, and of
@@ -322,33 +280,11 @@ class RunDir:
         Raises:
             RunDirectoryError: any of these fails (one line naming it).
         """
-        path = self.checkpoint_path
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                metadata = dict(fh.metadata() or {})
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RunDirectoryError(f"checkpoint {path} is unreadable ({first})") from None
-        if metadata.get("format") != CHECKPOINT_FORMAT:
-            raise RunDirectoryError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} checkpoint "
-                                    f"(format {metadata.get('format')!r})")
-        stored = metadata.pop("sha256", None)
-        if stored != _digest(tensors, metadata):
-            raise RunDirectoryError(f"checkpoint {path} is corrupt: its SHA-256 does not match "
-                                    "its contents")
-        if metadata.get("identity") != identity(self.config()):
-            raise RunDirectoryError(f"checkpoint {path} belongs to another run than "
-                                    f"{self.config_path.name} describes")
-        try:
-            state = json.loads(metadata["state"])
-            epoch = state["epoch"]
-        except (KeyError, TypeError, ValueError):
-            raise RunDirectoryError(f"checkpoint {path} has no valid trainer state") from None
-        if not isinstance(state, dict) or isinstance(epoch, bool) or not isinstance(epoch, int) \
-                or epoch < 0:
-            raise RunDirectoryError(f"checkpoint {path} has an invalid epoch {epoch!r}")
-        return Checkpoint(tensors, state)
+        ck = checkpoint.read(self.checkpoint_path)
+        if ck.identity != identity(self.config()):
+            raise RunDirectoryError(f"checkpoint {self.checkpoint_path} belongs to another run "
+                                    f"than {self.config_path.name} describes")
+        return ck
 
     # --- metrics ---------------------------------------------------------------------------
     def _metrics_lines(self, checkpoint_epoch: int) -> tuple[list[str], bool]:
