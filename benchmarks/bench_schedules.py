@@ -105,7 +105,7 @@ def run_version(tree: str | None, workload: str, schedule_name: str, seed: int,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"),
                                                         str(root / "benchmarks")]),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code,
+    proc = subprocess.run([sys.executable, "-P", "-c", code,  # -P: no current directory
                            json.dumps([workload, schedule_name, seed, budget])],
                           env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

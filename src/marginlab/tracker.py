@@ -49,12 +49,13 @@ from marginlab.errors import MarginlabError
 from marginlab.io import plots, storage
 from marginlab.progress import Progress
 from marginlab.run_report import write_run_report
+from marginlab.train.config import DEFAULT_SNAPSHOTS
 from marginlab.train.fit import evaluate_test, finish_run, record_epoch, run_config
 from marginlab.train.rundir import RunDir
 
 __all__ = ["DEFAULT_SNAPSHOTS_LOG10", "TENSORBOARD_DIR", "Tracker"]
 
-DEFAULT_SNAPSHOTS_LOG10 = (-10.0, -15.0, -20.0, -120.0)
+DEFAULT_SNAPSHOTS_LOG10 = tuple(float(round(math.log10(t))) for t in DEFAULT_SNAPSHOTS)
 TENSORBOARD_DIR = "tensorboard"
 # metrics field -> TensorBoard tag
 TENSORBOARD_TAGS = {

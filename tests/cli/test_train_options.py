@@ -252,6 +252,9 @@ def test_other_commands_derive_their_defaults():
     homogeneity = _command_actions("homogeneity")
     assert homogeneity["bias"].default == default_of(TrainSpec, "bias")
     assert homogeneity["widths"].default is None  # the model's own, as for train
+    from marginlab.robustness.certify import CERTIFICATES  # the parser does not import it
+
+    assert _command_actions("attack")["certificates"].default == ",".join(CERTIFICATES)
 
 
 def test_homogeneity_builds_through_the_registry(capsys):

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
-from marginlab.experiments.lyu_li_measure import value_at_time  # its former home was here
 from marginlab.io import storage
 
-__all__ = ["prepare_output", "value_at_time"]
+__all__ = ["prepare_output"]
 
 MARKER = "experiment.json"
 

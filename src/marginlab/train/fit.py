@@ -176,8 +176,7 @@ class _Loop:
         self.gen = torch.Generator().manual_seed(config.seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.rule.begin(self.params)
-        chunk = self.rule.eval_chunk(config.eval_batch_size, config.batch_size, self.n)
-        self.objective = Objective(model, self.X, self.y, self.loss, chunk,
+        self.objective = Objective(model, self.X, self.y, self.loss, config.eval_batch_size,
                                    config.margin_convention,
                                    keep_graph=self.rule.keeps_graph(config.batch_size, self.n))
         self.history = History()

@@ -228,9 +228,9 @@ class RunDir:
         try:
             resumed = self._prepare_locked(config, resume=resume, overwrite=overwrite)
         except BaseException:
-            self.unlock()
-            if not had_lock_file:
+            if not had_lock_file:  # removed while still held, so no other process locks it
                 self.lock_path.unlink(missing_ok=True)
+            self.unlock()
             raise
         self.sign_lock()
         return resumed

@@ -58,6 +58,11 @@ class TrainSpec:
     ``widths`` and ``margin_convention`` default to ``None``, which the spec resolves when it
     is made: the model's own hidden widths (its registry entry's ``default_widths``, else
     :data:`DEFAULT_WIDTHS`) and ``paper_with_bias`` for ``bias="all"`` (else ``homogeneous``).
+    They are resolved once: :func:`dataclasses.replace` of a made spec keeps them, so pass
+    ``widths=None`` or ``margin_convention=None`` again to resolve them for the new model or
+    bias. (Before this rule, a spec with ``bias="all"`` defaulted to ``homogeneous`` and a
+    ``two_layer`` spec to widths ``[100, 100]``; sweeps written then that leave these out get
+    other trial ids now and run those trials again on ``--resume``.)
     """
 
     model: str = setting("mnist_cnn", help=f"zoo model: {', '.join(models.MODELS)}")

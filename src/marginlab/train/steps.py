@@ -82,10 +82,6 @@ class StepRule:
     def begin(self, params: list[Tensor]) -> None:
         """Allocate the state for ``params`` (called once before training)."""
 
-    def eval_chunk(self, eval_batch_size: int, batch_size: int | None, n: int) -> int:
-        """Samples per forward pass of the loop's evaluation."""
-        return eval_batch_size
-
     def keeps_graph(self, batch_size: int | None, n: int) -> bool:
         """Whether the evaluation should keep its graph for this rule's next step."""
         return False
@@ -164,7 +160,8 @@ def sgd_epoch(model: nn.Module, params: list[Tensor], X: Tensor, y: Tensor, loss
                     p.grad.add_(p, alpha=coef)
         with torch.no_grad():
             stepped = [p for p in params if p.grad is not None]
-            torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-step)
+            if stepped:
+                torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-step)
         steps += 1
     return steps
 
