@@ -24,9 +24,8 @@ from marginlab.experiments.wei_wd_anneal_schedules import (
     scale_milestones,
     value_at,
 )
-from marginlab.train import WeightDecay, fit
-from marginlab.train.schedules import make_schedule
-from marginlab.train.spec import TrainSpec, build_model, run_training
+from marginlab.train import fit
+from marginlab.train.spec import TrainSpec, build_model, fit_config, run_training
 
 __all__ = ["data_sets", "held_out_split", "resolve", "train_spec", "wd_anneal_trial"]
 
@@ -158,14 +157,8 @@ def _train_held_out(spec, validation: int, run_dir):
     held-out images, whose error is recorded as the "test" error of each epoch."""
     split = held_out_split(data.load(spec.data, spec.root, n_train=spec.n_train,
                                      n_test=1), validation)
-    wd = WeightDecay(spec.weight_decay, spec.weight_decay_power,
-                     {int(k): float(v) for k, v in spec.weight_decay_milestones.items()})
-    return fit(build_model(spec, split), split.train, split.test,
-               schedule=make_schedule(spec.schedule), epochs=spec.epochs,
-               batch_size=spec.batch_size, loss=spec.loss, weight_decay=wd, run_dir=run_dir,
-               snapshots_at=spec.snapshots_at, seed=spec.seed, device=spec.device,
-               resume=run_dir is not None, margin_convention=spec.margin_convention,
-               checkpoint_every=spec.checkpoint_every, progress=False,
+    return fit(build_model(spec, split), split.train, split.test, fit_config(spec),
+               run_dir=run_dir, resume=run_dir is not None, progress=False,
                extra_config={"spec": spec.to_dict(), "validation": validation})
 
 

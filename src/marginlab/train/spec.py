@@ -30,7 +30,7 @@ from marginlab.train.history import FitResult
 from marginlab.train.schedules import SCHEDULES, make_schedule
 from marginlab.train.settings import default_of, info, option_name, setting
 
-__all__ = ["DEFAULT_WIDTHS", "TrainSpec", "build_model", "run_training"]
+__all__ = ["DEFAULT_WIDTHS", "TrainSpec", "build_model", "fit_config", "run_training"]
 
 DEFAULT_WIDTHS = (100, 100)  # the hidden widths of a run whose model declares none of its own
 
@@ -270,24 +270,29 @@ def build_model(spec: TrainSpec, split: data_mod.DataSplit) -> torch.nn.Module:
                                           tuple(split.X_train.shape[1:]), n_outputs)
 
 
-def run_training(spec: TrainSpec, out: str | Path | None, *, resume: bool = False,
-                 overwrite: bool = False, progress: bool | None = None) -> FitResult:
-    """Load the data, build the model and schedule, and :func:`fit` — writing to ``out``."""
-    spec = spec.validated()
-    schedule = make_schedule(spec.schedule)
+def fit_config(spec: TrainSpec) -> FitConfig:
+    """The :class:`FitConfig` of a (validated) spec, with its device configured (TF32 as the
+    spec says); for callers that load the data themselves."""
     wd = None
     if spec.weight_decay:
         wd = WeightDecay(spec.weight_decay, spec.weight_decay_power,
                          spec.weight_decay_milestones)
-    data_info = {"name": spec.data, "root": spec.root, "n_train": spec.n_train,
-                 "n_test": spec.n_test}
-    config = FitConfig(
-        schedule=schedule, epochs=spec.epochs, batch_size=spec.batch_size, loss=spec.loss,
-        weight_decay=wd, snapshots_at=spec.snapshots_at, seed=spec.seed, device=spec.device,
-        max_time=spec.max_time, stop_at_log10_loss=spec.stop_at_log10_loss,
+    configure_device(spec.device, allow_tf32=spec.allow_tf32)
+    return FitConfig(
+        schedule=make_schedule(spec.schedule), epochs=spec.epochs, batch_size=spec.batch_size,
+        loss=spec.loss, weight_decay=wd, snapshots_at=spec.snapshots_at, seed=spec.seed,
+        device=spec.device, max_time=spec.max_time, stop_at_log10_loss=spec.stop_at_log10_loss,
         margin_convention=spec.margin_convention, checkpoint_every=spec.checkpoint_every,
         trajectory_every=spec.trajectory_every)
-    configure_device(spec.device, allow_tf32=spec.allow_tf32)
+
+
+def run_training(spec: TrainSpec, out: str | Path | None, *, resume: bool = False,
+                 overwrite: bool = False, progress: bool | None = None) -> FitResult:
+    """Load the data, build the model and schedule, and :func:`fit` — writing to ``out``."""
+    spec = spec.validated()
+    data_info = {"name": spec.data, "root": spec.root, "n_train": spec.n_train,
+                 "n_test": spec.n_test}
+    config = fit_config(spec)
     split = data_mod.load(spec.data, spec.root, n_train=spec.n_train, n_test=spec.n_test)
     model = build_model(spec, split)
     return fit(model, split.train, split.test, config, run_dir=out, resume=resume,
