@@ -7,18 +7,19 @@ sweep package's own (:func:`~marginlab.sweep.trial_id`, :func:`~marginlab.sweep.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from marginlab.errors import MarginlabError
+from marginlab.io.report import Report
 from marginlab.sweep import Trial, TrialRecord, format_mean_std, trial_id, versions
 from marginlab.sweep import mean_std as _mean_std
 from marginlab.sweep import run_trials as run_sweep_trials
 
-__all__ = ["MIN_SLOPE_POINTS", "log_slope", "mean_std", "ms_text", "numbers",
+__all__ = ["MIN_SLOPE_POINTS", "log_slope", "mean_std", "ms_text", "numbers", "settings_block",
            "raise_failures", "run_trials", "versions"]
 
 ms_text = format_mean_std
@@ -83,3 +84,11 @@ def log_slope(x: Sequence[float], values: Sequence[float]) -> tuple[float, float
     fit = stats.linregress(np.log(x[ok]), np.log(v[ok]))
     se = float(fit.stderr) if ok.sum() >= MIN_SLOPE_POINTS else math.nan
     return float(fit.slope), se, int(ok.sum())
+
+
+def settings_block(rep: Report, settings: Mapping, extra: Mapping | None = None) -> None:
+    """The report's "Settings" section: the experiment's settings, ``extra`` (resolved values)
+    and the library versions, one ``key = value`` per line."""
+    rep.heading("Settings")
+    rep.code("\n".join(f"{k} = {v}"
+                       for k, v in {**dict(settings), **(extra or {}), **versions()}.items()))

@@ -47,7 +47,7 @@ from marginlab.data.synthetic import one_dimensional
 from marginlab.errors import MarginlabError
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_common import mean_std, versions
+from marginlab.experiments.wei_common import mean_std, settings_block
 from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
@@ -370,8 +370,7 @@ def _report(request, out, summary, lambdas, wall) -> Path:
         "certificate to add units where L'[ρ] < 0 (where the first variation says new mass "
         "would lower the objective), which plain first-order training cannot do once no unit "
         "is near such a direction: the comparison of the arms locates why random starts miss.")
-    rep.heading("Settings")
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **versions()}.items()))
+    settings_block(rep, s)
     return rep.write(out)
 
 

@@ -24,10 +24,7 @@ from marginlab import data, models
 from marginlab.core.losses import log_loss_from_logits, log_loss_from_margins, log_sum
 from marginlab.errors import MarginlabError
 from marginlab.experiments import RunRequest
-from marginlab.experiments.wei_common import (
-    versions,
-)
-from marginlab.io.report import Report
+from marginlab.experiments.wei_common import settings_block
 from marginlab.sweep.backends import TrialRecord
 from marginlab.twolayer import regularized
 
@@ -244,11 +241,6 @@ def results_where(records: Sequence[TrialRecord], key: str, value, result_key: s
 
 def is_fitted(result: dict) -> bool:
     return bool(result.get("fitted"))
-
-
-def settings_block(rep: Report, s: Mapping) -> None:
-    rep.heading("Settings")
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **versions()}.items()))
 
 
 def trainer_text(s: Mapping, prefix: str = "") -> str:

@@ -27,7 +27,7 @@ from marginlab.claims import (
 from marginlab.data.synthetic import theorem43
 from marginlab.experiments import Experiment, RunRequest, register
 from marginlab.experiments.runs import prepare_output
-from marginlab.experiments.wei_common import log_slope, mean_std, versions
+from marginlab.experiments.wei_common import log_slope, mean_std, settings_block
 from marginlab.io.plots import pyplot, save_figure
 from marginlab.io.report import Report
 from marginlab.io.storage import append_jsonl
@@ -259,8 +259,7 @@ def _report_thm43(request, out, summary, dims, slopes, wall) -> Path:
     rep.table(["d", "n", "γ_ℓ1 (LP)", "2γ_net", "γ_ℓ2 (kernel)", "bound ratio",
                "test err, network", "test err, kernel"], rows)
     rep.image("plots/margins_vs_d.png", "margins vs d")
-    rep.heading("Settings")
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **versions()}.items()))
+    settings_block(rep, s)
     return rep.write(out)
 
 

@@ -23,7 +23,7 @@ from marginlab.claims import (
     render_table_md,
 )
 from marginlab.experiments import RunRequest
-from marginlab.experiments.wei_common import ms_text, numbers, versions
+from marginlab.experiments.wei_common import ms_text, numbers, settings_block
 from marginlab.experiments.wei_wd_anneal_schedules import (
     ARMS,
     PAPER_WEIGHT_DECAY,
@@ -218,10 +218,9 @@ def write_report(request: RunRequest, out: Path, per_data: Mapping[str, Mapping]
                 name = f"{d}-{arm}-seed{request.seed + k}"
                 link = f"runs/{name}/{RunDir(name).metrics_path.name}"
                 rep.raw(f'<p><a href="{link}">{name}</a></p>', f"- [{name}]({link})\n")
-    rep.heading("Settings")
     resolved = {f"{key} ({d})": sd[key] for d, sd in per_data.items()
                 for key in ("weight_decay", "wd_milestones")}
-    rep.code("\n".join(f"{k} = {v}" for k, v in {**dict(s), **resolved, **versions()}.items()))
+    settings_block(rep, s, resolved)
     return rep.write(out)
 
 
